@@ -1,0 +1,27 @@
+"""The DyRep core in plain PyTorch (no OpenMMLab imports).
+
+Typical use::
+
+    from mmdyrep.core import grow, cut, deploy, growable_convs
+
+    names = list(growable_convs(model))           # K×K convs that can grow
+    grow(model, ['layer1.0.conv1'], calibrate=lambda m: [m(x) for x in batches])
+    cut(model, threshold=0.02)                    # Dep (Sec. 4.2)
+    deploy(model)                                 # back to plain convs
+
+Rep, Dep and deploy keep the eval-mode output of the model (float rounding aside).
+"""
+from .block import (DyRepBlock, calibration_mode, cut, cut_branches, dep_decision, grow, growable_convs,
+                    iter_blocks)
+from .branches import BRANCH_TYPES, Branch, ConvSpec, DyRepError, UnsupportedConvError, build_branch
+from .deploy import deploy, fold_conv_bias
+from .evolver import Evolver
+from .saliency import METRICS, SaliencyAccumulator, grad_norm, grasp, hessian_gradient_product, snip, synflow
+from .structure import apply_structure, extract_structure, is_evolved
+
+__all__ = [
+    'BRANCH_TYPES', 'METRICS', 'Branch', 'ConvSpec', 'DyRepBlock', 'DyRepError', 'Evolver', 'SaliencyAccumulator',
+    'UnsupportedConvError', 'apply_structure', 'build_branch', 'calibration_mode', 'cut', 'cut_branches',
+    'dep_decision', 'deploy', 'extract_structure', 'fold_conv_bias', 'grad_norm', 'grasp', 'grow', 'growable_convs',
+    'hessian_gradient_product', 'is_evolved', 'iter_blocks', 'snip', 'synflow'
+]

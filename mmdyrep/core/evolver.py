@@ -1,0 +1,136 @@
+"""Algorithm 1 without a training loop.
+
+The caller trains; after each backward it calls :meth:`Evolver.record` (line 4), and every
+``t`` epochs / iterations it calls :meth:`Evolver.step` (lines 6-10): average the scores,
+grow the top-k ops with BN calibration, then cut weak branches. Distributed training plugs in
+through small callables (``all_reduce``, ``broadcast``, ``sync_norms``); nothing here knows
+about a runner or a process group.
+"""
+from typing import Callable, Dict, List, Optional, Sequence
+
+from torch import Tensor, nn
+
+from .block import DyRepBlock, cut, grow, growable_convs
+from .branches import BRANCH_TYPES, DyRepError, NormFactory
+from .saliency import METRICS, SaliencyAccumulator
+
+
+def nesting_depth(name: str, model: nn.Module) -> int:
+    """How many DyRep blocks contain the module ``name``."""
+    depth, prefix = 0, ''
+    for part in name.split('.')[:-1]:
+        prefix = f'{prefix}.{part}' if prefix else part
+        if isinstance(model.get_submodule(prefix), DyRepBlock):
+            depth += 1
+    return depth
+
+
+class Evolver:
+    """Scores the candidate convs of ``model`` and evolves it (paper Algorithm 1).
+
+    Args:
+        model: the bare model (not a DDP wrapper).
+        metric: saliency metric (:data:`METRICS`, default ``'synflow'``).
+        topk: ops grown per update.
+        branches: branch types added on a grow (default: all that fit, Table 1).
+        gamma_init: gamma of each new branch's last BN (Sec. 4.1, 0.01).
+        dep: whether to cut (Sec. 4.2) after each grow.
+        dep_threshold: lambda of Sec. 4.2 (0.02).
+        candidate_filter: ``name -> bool``; which growable convs may grow (default: all).
+        max_depth: how many blocks may contain a growing conv (``None``: any depth).
+        norm_factory: builds new BNs (default: the model's ``dyrep_norm_factory`` or BatchNorm2d).
+        seed: seed of the 'random' metric.
+    """
+
+    def __init__(self,
+                 model: nn.Module,
+                 metric: str = 'synflow',
+                 topk: int = 1,
+                 branches: Optional[Sequence[str]] = None,
+                 gamma_init: float = 0.01,
+                 dep: bool = True,
+                 dep_threshold: float = 0.02,
+                 candidate_filter: Optional[Callable[[str], bool]] = None,
+                 max_depth: Optional[int] = None,
+                 norm_factory: Optional[NormFactory] = None,
+                 seed: int = 0):
+        if metric not in METRICS:
+            raise DyRepError(f"unknown saliency metric '{metric}' (choose from {', '.join(METRICS)})")
+        if not isinstance(topk, int) or topk < 1:
+            raise DyRepError(f'topk must be a positive int, got {topk!r}')
+        if branches is not None:
+            unknown = [b for b in branches if b not in BRANCH_TYPES]
+            if unknown:
+                raise DyRepError(f"unknown branch types {unknown} (known: {', '.join(BRANCH_TYPES)})")
+        if dep_threshold < 0:
+            raise DyRepError(f'dep_threshold must be >= 0, got {dep_threshold}')
+        self.model = model
+        self.topk = topk
+        self.branches = tuple(branches) if branches is not None else None
+        self.gamma_init = gamma_init
+        self.dep = dep
+        self.dep_threshold = dep_threshold
+        self.candidate_filter = candidate_filter
+        self.max_depth = max_depth
+        self.norm_factory = norm_factory
+        self.scores = SaliencyAccumulator(metric, seed=seed)
+        self._candidates: Optional[Dict[str, nn.Conv2d]] = None
+
+    @property
+    def metric(self) -> str:
+        return self.scores.metric
+
+    def candidates(self) -> Dict[str, nn.Conv2d]:
+        """The convs that may grow now (cached until the structure changes)."""
+        if self._candidates is None:
+            found = growable_convs(self.model)
+            if self.candidate_filter is not None:
+                found = {n: m for n, m in found.items() if self.candidate_filter(n)}
+            if self.max_depth is not None:
+                found = {n: m for n, m in found.items() if nesting_depth(n, self.model) <= self.max_depth}
+            self._candidates = found
+        return self._candidates
+
+    def structure_changed(self) -> None:
+        self._candidates = None
+
+    def record(self, hessian_grads: Optional[Dict[str, Tensor]] = None) -> None:
+        """Algorithm 1 line 4: score every candidate from its weight's current gradient."""
+        ops = {name: (conv.weight, conv.weight.grad) for name, conv in self.candidates().items()}
+        self.scores.update(ops, hessian_grads)
+
+    def step(self,
+             calibrate: Optional[Callable[[nn.Module], None]] = None,
+             all_reduce: Optional[Callable[[Tensor], Tensor]] = None,
+             broadcast: Optional[Callable[[List[nn.Module]], None]] = None,
+             sync_norms: Optional[Callable[[List[nn.Module]], None]] = None,
+             grow_ops: bool = True) -> dict:
+        """Algorithm 1 lines 7-10. Returns a report: scores, grown ops and branches, cuts.
+
+        ``all_reduce`` sums a tensor over processes (scores are reduced once, here);
+        ``broadcast(branches)`` makes the new branches' initial weights equal on all processes
+        before calibration; ``sync_norms(norms)`` averages calibrated statistics."""
+        if all_reduce is not None:
+            self.scores.reduce_(all_reduce)
+        averages = self.scores.metric_averages()
+        chosen = self.scores.select(self.topk) if grow_ops else []
+        grown = {}
+        if chosen:
+            blocks = grow(self.model, chosen, self.branches, self.gamma_init, calibrate=calibrate,
+                          norm_factory=self.norm_factory, broadcast=broadcast, sync_norms=sync_norms,
+                          skip_unfit=True)
+            grown = {name: list(block.branches) for name, block in blocks.items()}
+        cuts = cut(self.model, self.dep_threshold) if self.dep else {}
+        self.scores.reset()
+        self.structure_changed()
+        return {'metric': self.metric, 'scores': averages, 'grown': grown, 'cut': cuts}
+
+    def state_dict(self) -> dict:
+        return {'scores': self.scores.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.scores.load_state_dict(state['scores'])
+        self.structure_changed()
+
+
+__all__ = ['Evolver', 'nesting_depth']

@@ -1,0 +1,111 @@
+"""Each branch equals the K×K conv it reports (Sec. 3), over every shape ResNets use."""
+import itertools
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mmdyrep.core import BRANCH_TYPES, ConvSpec, UnsupportedConvError, build_branch
+from mmdyrep.core import transforms as T
+from mmdyrep.core.branches import default_norm_factory
+
+BOUNDS = {torch.float64: 1e-9, torch.float32: 1e-5}
+
+# (in, out, groups): equal channels, in != out with groups, depthwise
+CHANNELS = [(8, 8, 1), (8, 16, 2), (8, 8, 8)]
+GRID = list(itertools.product([3, 5, 7], [1, 2], [1, 2, 4], CHANNELS, ['centred', 'zero']))
+
+
+def randomise_norms(module, generator):
+    for m in module.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            n = m.num_features
+            m.running_mean.copy_(torch.randn(n, generator=generator))
+            m.running_var.copy_(torch.rand(n, generator=generator) + 0.5)
+            m.weight.data.copy_(torch.randn(n, generator=generator))
+            m.bias.data.copy_(torch.randn(n, generator=generator))
+
+
+def rel_err(a, b):
+    return ((a - b).abs().max() / b.abs().max()).item()
+
+
+@pytest.mark.parametrize('dtype', [torch.float64, torch.float32])
+@pytest.mark.parametrize('branch_type', BRANCH_TYPES)
+def test_branch_equals_its_kernel(branch_type, dtype):
+    generator = torch.Generator().manual_seed(0)
+    checked = 0
+    for k, s, d, (cin, cout, g), padding in GRID:
+        pad = d * (k // 2) if padding == 'centred' else 0  # 0: the K×K inside a 1x1_kxk branch
+        spec = ConvSpec.from_conv(nn.Conv2d(cin, cout, k, s, pad, d, groups=g))
+        if spec.allows(branch_type):
+            continue
+        branch = build_branch(branch_type, spec, default_norm_factory).to(dtype)
+        with torch.no_grad():
+            branch.reset_parameters(0.5)
+            randomise_norms(branch, generator)
+        branch.eval()
+        size = 13 if padding == 'centred' else d * (k - 1) + 7
+        x = torch.randn(2, cin, size, size + 2, generator=generator).to(dtype)
+        with torch.no_grad():
+            out = branch(x)
+            kernel, bias = branch.equivalent_kernel()
+            expected = F.conv2d(x, kernel, bias, s, pad, d, g)
+        assert kernel.shape == (cout, cin // g, k, k)
+        assert out.shape == expected.shape, (k, s, d, cin, cout, g, padding)
+        assert rel_err(out, expected) <= BOUNDS[dtype], (k, s, d, cin, cout, g, padding)
+        checked += 1
+    # residual exists only for stride 1 and in == out
+    assert checked == (len(GRID) if branch_type != 'residual' else len(GRID) // 3)
+
+
+def test_transforms_match_sequential_ops():
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(2, 4, 9, 9, generator=g, dtype=torch.float64)
+    bn = nn.BatchNorm2d(6).double().eval()
+    randomise_norms(bn, g)
+    k = torch.randn(6, 2, 3, 3, generator=g, dtype=torch.float64)
+    b = torch.randn(6, generator=g, dtype=torch.float64)
+    fk, fb = T.fuse_bn(k, b, bn)
+    assert rel_err(F.conv2d(x, fk, fb, 1, 1, 1, 2), bn(F.conv2d(x, k, b, 1, 1, 1, 2))) < 1e-12
+    # 1x1 then KxK (groups 2), intermediate padded with the 1x1's bias
+    k1, b1 = torch.randn(4, 2, 1, 1, generator=g, dtype=torch.float64), torch.randn(4, generator=g,
+                                                                                   dtype=torch.float64)
+    k2, b2 = torch.randn(6, 2, 3, 3, generator=g, dtype=torch.float64), torch.randn(6, generator=g,
+                                                                                   dtype=torch.float64)
+    y = T.constant_pad(F.conv2d(x, k1, b1, groups=2), 1, b1)
+    mk, mb = T.merge_1x1_kxk((k1, b1), (k2, b2), groups=2)
+    assert rel_err(F.conv2d(x, mk, mb, 1, 1, 1, 2), F.conv2d(y, k2, b2, groups=2)) < 1e-12
+    # a conv bias folded into the following BN
+    y = bn(F.conv2d(x, k, b, 1, 1, 1, 2))
+    T.fold_bias_into_bn(b, bn)
+    assert rel_err(bn(F.conv2d(x, k, None, 1, 1, 1, 2)), y) < 1e-12
+    # identity and centring
+    ident = T.identity_kernel(4, 2, 5, dtype=torch.float64, device=x.device)
+    assert torch.equal(F.conv2d(x, ident, None, 1, 2, 1, 2), x)
+    assert T.pad_to_kernel(torch.ones(1, 1, 1, 3), 5).shape == (1, 1, 5, 5)
+    with pytest.raises(ValueError):
+        T.pad_to_kernel(torch.ones(1, 1, 2, 2), 5)
+
+
+@pytest.mark.parametrize('conv, reason', [
+    (nn.Conv2d(4, 4, 1), '1x1'),
+    (nn.Conv2d(4, 4, 4, padding=2), 'even kernel'),
+    (nn.Conv2d(4, 4, (1, 3), padding=(0, 1)), 'kernel size'),
+    (nn.Conv2d(4, 4, 3, padding=1, padding_mode='reflect'), 'padding_mode'),
+    (nn.Conv2d(4, 4, 3, stride=(1, 2), padding=1), 'stride'),
+    (nn.Conv2d(4, 4, 3, padding=(1, 0)), 'padding'),
+    (nn.Linear(4, 4), 'nn.Conv2d'),
+])
+def test_unsupported_convs_are_named(conv, reason):
+    with pytest.raises(UnsupportedConvError, match=rf'layer4\.x: .*{reason}'):
+        ConvSpec.from_conv(conv, 'layer4.x')
+
+
+def test_residual_only_where_defined():
+    assert 'residual' not in ConvSpec.from_conv(nn.Conv2d(4, 4, 3, 2, 1)).valid_branches()
+    assert 'residual' not in ConvSpec.from_conv(nn.Conv2d(4, 8, 3, 1, 1)).valid_branches()
+    assert 'residual' in ConvSpec.from_conv(nn.Conv2d(4, 4, 3, 1, 1)).valid_branches()
+    with pytest.raises(UnsupportedConvError, match='stride 1'):
+        build_branch('residual', ConvSpec.from_conv(nn.Conv2d(4, 4, 3, 2, 1)), default_norm_factory)

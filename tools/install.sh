@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# Install mmdyrep and the OpenMMLab stack into .venv/ at the repo root.
+#
+# Works on a fresh machine (Python 3.11 + gcc). Versions are the ones proven in
+# shared/ENVIRONMENT.md. mmcv 2.1.0 exists on PyPI only as an sdist; it is built
+# here *with* compiled ops (C++20 patch for torch 2.14 headers) and the wheel is
+# cached in $MMDYREP_WHEEL_CACHE (default ~/.cache/mmdyrep/wheels), so a second
+# install (e.g. a fresh clone on the same machine) takes seconds.
+# Fails loudly if mmcv ends up without ops.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="$ROOT/.venv"
+PYTHON="${PYTHON:-python3}"
+CACHE="${MMDYREP_WHEEL_CACHE:-$HOME/.cache/mmdyrep/wheels}"
+TORCH_VERSION=2.14.1
+TORCHVISION_VERSION=0.29.1
+MMCV_VERSION=2.1.0
+EXTRAS="${MMDYREP_EXTRAS:-tests}"
+
+log() { printf '\033[1;34m[install]\033[0m %s\n' "$*"; }
+die() { printf '\033[1;31m[install] ERROR:\033[0m %s\n' "$*" >&2; exit 1; }
+
+if [ ! -x "$VENV/bin/python" ]; then
+    log "creating virtual environment $VENV"
+    "$PYTHON" -m venv "$VENV"
+fi
+PIP=("$VENV/bin/python" -m pip --disable-pip-version-check)
+VPY="$VENV/bin/python"
+
+log "build tools (setuptools<81: mmcv's setup.py and mmengine import pkg_resources)"
+"${PIP[@]}" install -q -U pip 'setuptools>=77,<81' wheel ninja
+
+if ! "$VPY" -c "import torch, torchvision, sys; sys.exit(not (torch.__version__.startswith('$TORCH_VERSION') and torchvision.__version__.startswith('$TORCHVISION_VERSION')))" 2>/dev/null; then
+    log "torch $TORCH_VERSION / torchvision $TORCHVISION_VERSION"
+    "${PIP[@]}" install -q "torch==$TORCH_VERSION" "torchvision==$TORCHVISION_VERSION"
+fi
+
+# The cached wheel is specific to the torch build it was compiled against.
+TORCH_TAG="$("$VPY" -c "import torch; print(torch.__version__.replace('+', '_'))")"
+CUDA_TAG=cpu
+if [ "${FORCE_CUDA:-0}" = 1 ]; then CUDA_TAG=cuda; fi
+WHEEL_DIR="$CACHE/mmcv-$MMCV_VERSION-torch$TORCH_TAG-$CUDA_TAG"
+mkdir -p "$WHEEL_DIR"
+WHEEL="$(ls "$WHEEL_DIR"/mmcv-"$MMCV_VERSION"-*.whl 2>/dev/null | head -n 1 || true)"
+if [ -z "$WHEEL" ]; then
+    log "building mmcv $MMCV_VERSION with ops ($CUDA_TAG) - about 6 minutes on 2 cores, done once per machine"
+    BUILD="$(mktemp -d)"
+    trap 'rm -rf "$BUILD"' EXIT
+    "${PIP[@]}" download -q --no-deps --no-build-isolation --no-binary :all: "mmcv==$MMCV_VERSION" -d "$BUILD"
+    tar -xzf "$BUILD"/mmcv-"$MMCV_VERSION".tar.gz -C "$BUILD"
+    SRC="$BUILD/mmcv-$MMCV_VERSION"
+    # torch >= 2.10 headers need C++20; mmcv 2.1.0 hard-codes -std=c++17.
+    sed -i 's/-std=c++17/-std=c++20/g' "$SRC/setup.py"
+    grep -q 'c++20' "$SRC/setup.py" || die "could not patch mmcv setup.py for C++20"
+    # --no-build-isolation is required: with isolation mmcv silently builds without ops.
+    MMCV_WITH_OPS=1 MAX_JOBS="${MAX_JOBS:-$(nproc)}" \
+        "${PIP[@]}" wheel -q --no-deps --no-build-isolation "$SRC" -w "$WHEEL_DIR"
+    WHEEL="$(ls "$WHEEL_DIR"/mmcv-"$MMCV_VERSION"-*.whl | head -n 1)"
+fi
+log "mmcv wheel: $WHEEL"
+"${PIP[@]}" install -q "$WHEEL"
+
+log "mmengine, mmdet, mmsegmentation, mmpretrain and mmdyrep (editable)"
+"${PIP[@]}" install -q -e "$ROOT[$EXTRAS]"
+
+"$VPY" - <<'PY' || die "mmcv was installed WITHOUT compiled ops (mmcv._ext missing); delete the cached wheel and rerun"
+import mmcv, mmcv._ext  # noqa: F401
+from mmcv.ops import nms, RoIAlign  # noqa: F401
+import mmengine, mmdet, mmseg, mmpretrain, torch
+import mmdyrep
+print(f"[install] ok: torch {torch.__version__}, mmengine {mmengine.__version__}, "
+      f"mmcv {mmcv.__version__} (ops), mmdet {mmdet.__version__}, mmseg {mmseg.__version__}, "
+      f"mmpretrain {mmpretrain.__version__}, mmdyrep {mmdyrep.__version__}")
+PY

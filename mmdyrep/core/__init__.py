@@ -17,11 +17,11 @@ from .branches import BRANCH_TYPES, Branch, ConvSpec, DyRepError, UnsupportedCon
 from .deploy import deploy, fold_conv_bias
 from .evolver import Evolver
 from .saliency import METRICS, SaliencyAccumulator, grad_norm, grasp, hessian_gradient_product, snip, synflow
-from .structure import apply_structure, extract_structure, is_evolved
+from .structure import apply_structure, extract_structure, is_evolved, strip_blocks
 
 __all__ = [
     'BRANCH_TYPES', 'METRICS', 'Branch', 'ConvSpec', 'DyRepBlock', 'DyRepError', 'Evolver', 'SaliencyAccumulator',
     'UnsupportedConvError', 'apply_structure', 'build_branch', 'calibration_mode', 'cut', 'cut_branches',
     'dep_decision', 'deploy', 'extract_structure', 'fold_conv_bias', 'grad_norm', 'grasp', 'grow', 'growable_convs',
-    'hessian_gradient_product', 'is_evolved', 'iter_blocks', 'snip', 'synflow'
+    'hessian_gradient_product', 'is_evolved', 'iter_blocks', 'snip', 'strip_blocks', 'synflow'
 ]

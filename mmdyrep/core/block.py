@@ -27,6 +27,7 @@ def ensure_bias_(conv: nn.Conv2d) -> None:
     if conv.bias is None:
         conv.bias = nn.Parameter(torch.zeros(conv.out_channels, dtype=conv.weight.dtype,
                                              device=conv.weight.device))
+        conv.dyrep_added_bias = True
 
 
 class DyRepBlock(nn.Module):

@@ -76,11 +76,34 @@ def _build_block(conv: nn.Module, desc: dict, norm_factory: NormFactory) -> DyRe
     return block
 
 
-def apply_structure(model: nn.Module, structure: dict, norm_factory: Optional[NormFactory] = None) -> None:
+def strip_blocks(model: nn.Module) -> None:
+    """Undo every DyRep block structurally: each outermost block becomes its innermost origin
+    conv again (dropping the bias that growing added). Weights are NOT preserved in the
+    function sense: use :func:`mmdyrep.core.deploy` for that; this is for loading weights next."""
+    for name, _ in list(iter_blocks(model)):
+        try:
+            block = model.get_submodule(name)
+        except AttributeError:
+            continue
+        if not isinstance(block, DyRepBlock):
+            continue
+        conv = block.origin_conv()
+        if getattr(conv, 'dyrep_added_bias', False):
+            conv.bias = None
+            del conv.dyrep_added_bias
+        set_module(model, name, conv)
+
+
+def apply_structure(model: nn.Module,
+                    structure: dict,
+                    norm_factory: Optional[NormFactory] = None,
+                    replace: bool = False) -> None:
     """Rebuild the blocks of ``structure`` in ``model`` (new weights; load the state dict next).
 
-    The model must not be evolved at those places. Everything is checked first: on any
-    mismatch a :class:`DyRepError` says where and what, and the model is left untouched."""
+    Without ``replace`` the model must not be evolved at those places; with it, the model's
+    current blocks are stripped first (:func:`strip_blocks`). Everything is checked before
+    the model is touched: on any mismatch a :class:`DyRepError` says where and what, and the
+    model is left as it was."""
     if not isinstance(structure, dict) or structure.get('format') != FORMAT:
         raise DyRepError(f"not an mmdyrep structure (expected format '{FORMAT}'): {str(structure)[:200]}")
     if structure.get('version') != VERSION:
@@ -94,15 +117,17 @@ def apply_structure(model: nn.Module, structure: dict, norm_factory: Optional[No
             conv = get_module(model, name)
         except DyRepError as e:
             raise DyRepError(f'structure does not fit the model: {e}') from None
-        if isinstance(conv, DyRepBlock):
+        if isinstance(conv, DyRepBlock) and not replace:
             raise DyRepError(f"'{name}' is already a DyRep block: apply a structure to a model built fresh")
         try:
-            spec = ConvSpec.from_conv(conv, name)
+            spec = conv.spec if isinstance(conv, DyRepBlock) else ConvSpec.from_conv(conv, name)
         except UnsupportedConvError as e:
             raise DyRepError(f'structure does not fit the model: {e}') from None
         _check_block(desc, spec, name)
+    if replace:
+        strip_blocks(model)
     for name, desc in blocks.items():
         set_module(model, name, _build_block(get_module(model, name), copy.deepcopy(desc), norm_factory))
 
 
-__all__ = ['FORMAT', 'VERSION', 'apply_structure', 'extract_structure', 'is_evolved']
+__all__ = ['FORMAT', 'VERSION', 'apply_structure', 'extract_structure', 'is_evolved', 'strip_blocks']

@@ -1,0 +1,9 @@
+"""Registers DyRepResNet, DyRepResNetV1c and DyRepResNetV1d in mmseg's MODELS on import."""
+from .toolboxes import register
+
+_classes = register('mmseg')
+DyRepResNet = _classes['DyRepResNet']
+DyRepResNetV1c = _classes['DyRepResNetV1c']
+DyRepResNetV1d = _classes['DyRepResNetV1d']
+
+__all__ = ['DyRepResNet', 'DyRepResNetV1c', 'DyRepResNetV1d']

@@ -94,10 +94,11 @@ class Evolver:
     def structure_changed(self) -> None:
         self._candidates = None
 
-    def record(self, hessian_grads: Optional[Dict[str, Tensor]] = None) -> None:
-        """Algorithm 1 line 4: score every candidate from its weight's current gradient."""
+    def record(self, hessian_grads: Optional[Dict[str, Tensor]] = None, grad_scale: Optional[Tensor] = None) -> None:
+        """Algorithm 1 line 4: score every candidate from its weight's current gradient
+        (``grad_scale``: e.g. ``1 / loss_scale`` when the gradients are AMP-scaled)."""
         ops = {name: (conv.weight, conv.weight.grad) for name, conv in self.candidates().items()}
-        self.scores.update(ops, hessian_grads)
+        self.scores.update(ops, hessian_grads, grad_scale=grad_scale)
 
     def step(self,
              calibrate: Optional[Callable[[nn.Module], None]] = None,

@@ -157,11 +157,15 @@ class SaliencyAccumulator:
     # ---------------------------------------------------------------- update
     def update(self,
                ops: Mapping[str, Tuple[Tensor, Optional[Tensor]]],
-               hessian_grads: Optional[Mapping[str, Tensor]] = None) -> None:
+               hessian_grads: Optional[Mapping[str, Tensor]] = None,
+               grad_scale: Optional[Tensor] = None) -> None:
         """Score one iteration's ops (Algorithm 1 line 4) and add the scores to the running sums.
 
         Args:
             ops: op name -> ``(weight, grad)``; ops whose ``grad`` is None are skipped.
+            grad_scale: the gradients are taken times this factor (e.g. ``1 / loss_scale`` for
+                AMP-scaled gradients; a 0-dim tensor, no host sync). synflow, snip and
+                grad_norm are linear in the gradient, so the scores are scaled instead.
             hessian_grads: op name -> ``H·g`` for that op's weight (from
                 :func:`hessian_gradient_product`). Required, for every scored op, by 'grasp';
                 optional for 'vote' (grasp then votes too; if given it must cover every op).
@@ -195,6 +199,8 @@ class SaliencyAccumulator:
                 else:
                     fn = _FUNCS[metric]
                     values = torch.stack([fn(ops[n][0], ops[n][1]).to(device) for n in names])
+                    if grad_scale is not None:
+                        values = values * grad_scale.to(values)
                 present.append(values is not None)
                 cols.append(torch.zeros(len(names), dtype=dtype, device=device) if values is None else
                             values.to(dtype))

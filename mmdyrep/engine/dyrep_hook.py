@@ -1,0 +1,480 @@
+"""DyRepHook: the paper's Algorithm 1 inside an mmengine Runner (mmdet, mmseg, mmpretrain)."""
+import contextlib
+import copy
+import hashlib
+import json
+import math
+import os
+import os.path as osp
+import random
+import time
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+import torch
+from mmengine import dist
+from mmengine.hooks import Hook
+from mmengine.model import is_model_wrapper
+from mmengine.registry import HOOKS
+from mmengine.runner import EpochBasedTrainLoop
+from torch.utils.data import DataLoader, RandomSampler
+
+from mmdyrep.core import BRANCH_TYPES, METRICS, DyRepError, Evolver, apply_structure, extract_structure, iter_blocks
+from mmdyrep.models.complexity import count
+from mmdyrep.models.dyrep_resnet import STRUCTURE_KEY, DyRepResNetMixin, decode_structure
+from .optim import arrange_groups, flatten_schedulers, group_names, sync_optimizer
+
+HISTORY_FORMAT = 'mmdyrep.history'
+
+
+def average_so_far(records: Sequence[dict], key: str, now: int) -> float:
+    """Time-weighted average of a piecewise-constant value (records sorted by 'iter') over
+    [first record, now]: the paper's "Avg. FLOPs / params" (Tables 2-3) when ``now`` is the end."""
+    if not records:
+        return float('nan')
+    start = records[0]['iter']
+    if now <= start:
+        return float(records[-1][key])
+    total = 0.0
+    for rec, nxt in zip(records, list(records[1:]) + [None]):
+        end = min(nxt['iter'] if nxt else now, now)
+        total += rec[key] * max(end - rec['iter'], 0)
+    return total / (now - start)
+
+
+@HOOKS.register_module()
+class DyRepHook(Hook):
+    """Evolve a DyRepResNet during training (Algorithm 1).
+
+    Lifecycle:
+
+    * ``before_run``: checks the configuration (errors name what is wrong) and wraps the
+      optimizer wrapper's ``step`` so that every optimizer step first scores each candidate
+      conv from its (AMP-unscaled, accumulated) gradient (line 4). No collective here.
+    * ``after_load_checkpoint`` (resume / load_from): rebuilds the saved structure, the
+      optimizer's parameter groups and the scores accumulated since the last update.
+    * ``before_train``: adds the parameters of a loaded structure to the optimizer and re-wraps
+      DDP when the structure changed after wrapping.
+    * ``after_train_epoch`` / ``after_train_iter`` (by the train loop: epochs for
+      EpochBasedTrainLoop, iterations for IterBasedTrainLoop): every ``interval`` units in
+      ``(begin, end]`` an update (lines 7-10): scores reduced once over ranks, top-k ops grown
+      (new branches equal on all ranks, BN calibrated on ``num_calib_batches`` batches of a
+      separate train-dataloader iterator, statistics averaged over ranks, Rep), weak branches
+      cut (Dep), optimizer and schedulers updated, DDP re-wrapped, structure fingerprint
+      compared across ranks, results logged and written to ``<work_dir>/dyrep_history.json``.
+    * ``before_save_checkpoint`` (rank 0): stores scores, parameter groups and history.
+
+    Args:
+        interval: ``t`` of Algorithm 1, in epochs or iterations (as the train loop counts).
+        begin, end: updates happen at ``begin + k * interval <= end`` (``end=None``: the end
+            of training). The paper stops growing before the end (e.g. epoch 100 of 120).
+        metric: saliency metric (synflow, snip, grad_norm, random, vote; grasp needs a
+            second-order pass and is not offered by the hook).
+        topk: ops grown per update.
+        branches: branch types added on a grow (default: all that fit; Table 1).
+        gamma_init: gamma of each new branch's last BN (Sec. 4.1).
+        num_calib_batches: BN calibration batches per update (Sec. 4.1: 20).
+        dep: cut weak branches after each grow (Sec. 4.2).
+        dep_threshold: lambda of Sec. 4.2.
+        max_depth: how many DyRep blocks may contain a growing conv (``None``: any depth). The
+            default 1 follows the authors' code: a grown conv's origin and the K×K inside its
+            1x1-KxK branch may grow once more, not deeper (synflow would otherwise keep picking
+            the same origin, whose gradient is the grown conv's).
+        check_equivalence: measure and log the backbone's eval-output change of each update
+            on one calibration batch (should be ~1e-7; exactness of Rep/Dep).
+        flops_input_shape: input of the params/FLOPs counts (backbone, conv+linear MACs).
+        seed: seeds the new branches' initialisation and the calibration sampler.
+    """
+
+    priority = 'NORMAL'  # before the CheckpointHook (its checkpoints hold the new structure)
+
+    def __init__(self,
+                 interval: int = 5,
+                 begin: int = 0,
+                 end: Optional[int] = None,
+                 metric: str = 'synflow',
+                 topk: int = 1,
+                 branches: Optional[Sequence[str]] = None,
+                 gamma_init: float = 0.01,
+                 num_calib_batches: int = 20,
+                 dep: bool = True,
+                 dep_threshold: float = 0.02,
+                 max_depth: Optional[int] = 1,
+                 check_equivalence: bool = True,
+                 flops_input_shape: Sequence[int] = (3, 224, 224),
+                 history_file: str = 'dyrep_history.json',
+                 seed: int = 0):
+
+        def bad(msg):
+            return DyRepError(f'DyRepHook: {msg}')
+
+        if not isinstance(interval, int) or isinstance(interval, bool) or interval < 1:
+            raise bad(f'interval must be a positive int (epochs or iterations), got {interval!r}')
+        if not isinstance(begin, int) or begin < 0:
+            raise bad(f'begin must be an int >= 0, got {begin!r}')
+        if end is not None and (not isinstance(end, int) or end <= begin):
+            raise bad(f'end must be None or an int > begin ({begin}), got {end!r}')
+        if metric not in METRICS or metric == 'grasp':
+            raise bad(f"unknown metric '{metric}' (choose from {', '.join(m for m in METRICS if m != 'grasp')})")
+        if not isinstance(topk, int) or topk < 1:
+            raise bad(f'topk must be a positive int, got {topk!r}')
+        if branches is not None:
+            unknown = [b for b in branches if b not in BRANCH_TYPES]
+            if unknown or not branches:
+                raise bad(f"unknown branch types {unknown} (known: {', '.join(BRANCH_TYPES)})")
+        if not (isinstance(gamma_init, (int, float)) and math.isfinite(gamma_init) and gamma_init > 0):
+            raise bad(f'gamma_init must be a positive number, got {gamma_init!r}')
+        if not isinstance(num_calib_batches, int) or num_calib_batches < 0:
+            raise bad(f'num_calib_batches must be an int >= 0, got {num_calib_batches!r}')
+        if dep_threshold < 0:
+            raise bad(f'dep_threshold must be >= 0, got {dep_threshold!r}')
+        self.interval, self.begin, self.end = interval, begin, end
+        self.metric, self.topk = metric, topk
+        self.branches = tuple(branches) if branches is not None else None
+        self.gamma_init, self.num_calib_batches = gamma_init, num_calib_batches
+        self.dep, self.dep_threshold, self.max_depth = dep, dep_threshold, max_depth
+        self.check_equivalence = check_equivalence
+        self.flops_input_shape = tuple(flops_input_shape)
+        self.history_file = history_file
+        self.seed = seed
+        self.evolver: Optional[Evolver] = None
+        self.records: List[dict] = []
+        self.num_updates = 0
+        self._wrapped_structure = None
+        self._deployed_counts = None
+
+    # ------------------------------------------------------------------ helpers
+    @staticmethod
+    def _model(runner):
+        return runner.model.module if is_model_wrapper(runner.model) else runner.model
+
+    def _backbone(self, runner):
+        model = self._model(runner)
+        for name, module in model.named_modules():
+            if isinstance(module, DyRepResNetMixin):
+                return name, module
+        raise DyRepError(f'DyRepHook: the model ({type(model).__name__}) has no DyRep backbone; use a '
+                         "DyRepResNet backbone (e.g. backbone=dict(type='DyRepResNet', ...)) and import "
+                         "mmdyrep.models.<toolbox>_resnet in custom_imports")
+
+    def _unit(self, runner) -> str:
+        return 'epoch' if self.by_epoch else 'iter'
+
+    def _scoring(self, runner) -> bool:
+        now = runner.epoch if self.by_epoch else runner.iter
+        return self.begin <= now and (self.end is None or now < self.end)
+
+    def _is_update(self, n: int) -> bool:
+        return n > self.begin and (n - self.begin) % self.interval == 0 and (self.end is None or n <= self.end)
+
+    def _log(self, runner, msg: str) -> None:
+        runner.logger.info(f'[DyRep] {msg}')
+
+    # -------------------------------------------------------------- lifecycle
+    def before_run(self, runner) -> None:
+        loop = runner.train_loop
+        self.by_epoch = isinstance(loop, EpochBasedTrainLoop)
+        limit = loop.max_epochs if self.by_epoch else loop.max_iters
+        unit = 'epochs' if self.by_epoch else 'iterations'
+        if self.begin >= limit or (self.end is not None and self.end > limit):
+            raise DyRepError(f'DyRepHook: the window begin={self.begin}, end={self.end} lies outside the run '
+                             f'({limit} {unit})')
+        if self.begin + self.interval > (self.end or limit):
+            raise DyRepError(f'DyRepHook: no update fits: begin={self.begin} + interval={self.interval} is past '
+                             f'{"end=" + str(self.end) if self.end else "the end of the run"} ({limit} {unit})')
+        for hook in runner.hooks:
+            if type(hook).__name__ == 'EMAHook':
+                raise DyRepError('DyRepHook cannot run with EMAHook: the averaged model would keep the old '
+                                 'structure when parameters are added or cut. Remove EMAHook from custom_hooks.')
+        if runner.cfg.get('compile'):
+            raise DyRepError('DyRepHook cannot run with cfg.compile: a compiled graph would not see structure '
+                             'changes. Remove `compile` from the config.')
+        from mmengine.optim import OptimWrapper
+        if not isinstance(runner.optim_wrapper, OptimWrapper):
+            raise DyRepError(f'DyRepHook supports a single OptimWrapper, got {type(runner.optim_wrapper).__name__}')
+        prefix, backbone = self._backbone(runner)
+        self.prefix = prefix + '.' if prefix else ''
+        self.evolver = Evolver(backbone, metric=self.metric, topk=self.topk, branches=self.branches,
+                               gamma_init=self.gamma_init, dep=self.dep, dep_threshold=self.dep_threshold,
+                               candidate_filter=backbone.is_grow_candidate, max_depth=self.max_depth,
+                               seed=self.seed)
+        if not self.evolver.candidates():
+            raise DyRepError('DyRepHook: no conv of the backbone may grow (all frozen, or excluded by '
+                             f'grow_candidates={backbone.grow_candidates})')
+        self._patch_step(runner)
+        self._log(runner, f'{len(self.evolver.candidates())} candidate convs; update every {self.interval} '
+                  f'{unit} in ({self.begin}, {self.end or limit}], metric {self.metric}, top-{self.topk}')
+
+    def _patch_step(self, runner) -> None:
+        wrapper = runner.optim_wrapper
+        original = wrapper.step
+        hook = self
+
+        def step(*args, **kwargs):
+            if hook._scoring(runner):
+                scaler = getattr(wrapper, 'loss_scaler', None)
+                inv = None
+                if scaler is not None:
+                    scale = getattr(scaler, '_scale', None)
+                    inv = (1.0 / scale) if isinstance(scale, torch.Tensor) else torch.tensor(1.0 / scaler.get_scale())
+                hook.evolver.record(grad_scale=inv)
+            return original(*args, **kwargs)
+
+        wrapper.step = step
+
+    def after_load_checkpoint(self, runner, checkpoint) -> None:
+        if self.evolver is None:
+            return
+        state = checkpoint.get('state_dict', checkpoint)
+        key = self.prefix + STRUCTURE_KEY
+        backbone = self.evolver.model
+        if key in state:
+            structure = decode_structure(state[key], key)
+            if structure != extract_structure(backbone):
+                apply_structure(backbone, structure, replace=True)
+                self.evolver.structure_changed()
+        saved = checkpoint.get('dyrep')
+        if saved is None:
+            return
+        self.records = list(saved.get('history', []))
+        self.num_updates = saved.get('num_updates', 0)
+        if runner._resume:
+            arrange_groups(runner.optim_wrapper.optimizer, self._model(runner), saved['param_groups'])
+            if dist.get_rank() == 0:
+                self.evolver.load_state_dict(saved['evolver'])
+            self._log(runner, f'resumed: {sum(1 for _ in iter_blocks(backbone))} DyRep blocks, '
+                      f'{self.num_updates} updates so far')
+
+    def before_train(self, runner) -> None:
+        model = self._model(runner)
+        added, removed = sync_optimizer(runner.optim_wrapper.optimizer, model, runner.cfg.optim_wrapper,
+                                        flatten_schedulers(runner.param_schedulers))
+        if added or removed:
+            self._log(runner, f'optimizer: {len(added)} parameters added, {removed} removed (loaded structure)')
+        structure = extract_structure(self.evolver.model)
+        if is_model_wrapper(runner.model) and structure['blocks']:
+            self._rewrap(runner)
+        self._wrapped_structure = structure
+        if dist.get_rank() == 0:
+            self._deployed_counts = self._deployed_count()
+            if not self.records:
+                self.records.append(self._record(runner, {}, {}, runner.iter, runner.epoch))
+                self._write_history(runner)
+
+    def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
+        if self.by_epoch:
+            return
+        n = runner.iter + 1
+        if self._is_update(n):
+            self._update(runner, n)
+        elif self._checkpoint_due(runner, n):
+            self._consolidate()
+
+    def after_train_epoch(self, runner) -> None:
+        if not self.by_epoch:
+            return
+        n = runner.epoch + 1
+        if self._is_update(n):
+            self._update(runner, n)
+        else:
+            self._consolidate()
+
+    def before_save_checkpoint(self, runner, checkpoint) -> None:
+        checkpoint['dyrep'] = {
+            'version': 1,
+            'evolver': self.evolver.state_dict(),
+            'param_groups': group_names(runner.optim_wrapper.optimizer, self._model(runner)),
+            'history': self.records,
+            'num_updates': self.num_updates,
+        }
+
+    # ----------------------------------------------------------------- update
+    def _checkpoint_due(self, runner, n: int) -> bool:
+        for hook in runner.hooks:
+            if type(hook).__name__ == 'CheckpointHook' and not hook.by_epoch:
+                if hook.every_n_train_iters(runner, hook.interval, hook.save_begin) or (
+                        hook.save_last and n == runner.max_iters):
+                    return True
+        return False
+
+    def _consolidate(self) -> None:
+        """Sum the scores on rank 0 (others restart empty) so a checkpoint holds them all."""
+        if dist.get_world_size() > 1:
+            self.evolver.scores.reduce_(lambda t: dist.all_reduce(t, op='sum'))
+            if dist.get_rank() != 0:
+                self.evolver.scores.reset()
+
+    @contextlib.contextmanager
+    def _own_rng(self, seed: int):
+        """Seeded randomness for the update that leaves the training's RNG streams as they were."""
+        py, npy = random.getstate(), np.random.get_state()
+        with torch.random.fork_rng(devices=[torch.cuda.current_device()] if torch.cuda.is_available() else []):
+            torch.manual_seed(seed)
+            random.seed(seed)
+            np.random.seed(seed % 2**32)
+            try:
+                yield
+            finally:
+                random.setstate(py)
+                np.random.set_state(npy)
+
+    def _calibration_loader(self, runner, n_update: int) -> DataLoader:
+        train = runner.train_dataloader
+        batch_size = train.batch_size or getattr(train.batch_sampler, 'batch_size', 1)
+        generator = torch.Generator().manual_seed(self.seed * 100003 + n_update * 1009 + dist.get_rank())
+        return DataLoader(train.dataset, batch_size=batch_size, sampler=RandomSampler(train.dataset,
+                                                                                     generator=generator),
+                          collate_fn=train.collate_fn, num_workers=train.num_workers, drop_last=False)
+
+    def _amp(self, runner):
+        wrapper = runner.optim_wrapper
+        if type(wrapper).__name__ == 'AmpOptimWrapper':
+            from mmengine.runner.amp import autocast
+            return autocast(dtype=getattr(wrapper, 'cast_dtype', None))
+        return contextlib.nullcontext()
+
+    def _update(self, runner, n: int) -> None:
+        t0 = time.perf_counter()
+        model = self._model(runner)
+        backbone = self.evolver.model
+        was_training = model.training
+        world = dist.get_world_size()
+        loader = self._calibration_loader(runner, self.num_updates)
+        batches = []
+
+        def inputs_of(data):
+            with self._amp(runner):
+                return model.data_preprocessor(data, True)['inputs']
+
+        def calibrate(_backbone):
+            for i, data in enumerate(loader):
+                if i >= self.num_calib_batches:
+                    break
+                with self._amp(runner):
+                    backbone(inputs_of(data))
+
+        probe = None
+        if self.check_equivalence:
+            probe = inputs_of(next(iter(loader)))
+            before = self._eval_features(backbone, probe)
+
+        sum_reduce = (lambda t: dist.all_reduce(t, op='sum')) if world > 1 else None
+
+        def broadcast(branches):
+            for branch in branches:
+                for t in list(branch.parameters()) + list(branch.buffers()):
+                    dist.broadcast(t.data, src=0)
+
+        def sync_norms(norms):
+            for norm in norms:
+                if getattr(norm, 'running_mean', None) is not None:
+                    dist.all_reduce(norm.running_mean, op='mean')
+                    dist.all_reduce(norm.running_var, op='mean')
+
+        with self._own_rng(self.seed + 7919 * (self.num_updates + 1)):
+            report = self.evolver.step(calibrate=calibrate if self.num_calib_batches else None,
+                                       all_reduce=sum_reduce, broadcast=broadcast if world > 1 else None,
+                                       sync_norms=sync_norms if world > 1 else None)
+        self.num_updates += 1
+        model.train(was_training)
+        change = None
+        if probe is not None:
+            change = self._relative_change(before, self._eval_features(backbone, probe))
+        added, removed = sync_optimizer(runner.optim_wrapper.optimizer, model, runner.cfg.optim_wrapper,
+                                        flatten_schedulers(runner.param_schedulers))
+        if is_model_wrapper(runner.model):
+            self._rewrap(runner)
+        self._check_ranks(runner, n)
+        if dist.get_rank() == 0:
+            epoch = runner.epoch + 1 if self.by_epoch else runner.epoch
+            record = self._record(runner, report['grown'], report['cut'], runner.iter + 1, epoch, change)
+            self.records.append(record)
+            self._write_history(runner)
+            self._report(runner, n, record, report, added, removed, time.perf_counter() - t0)
+
+    @staticmethod
+    def _eval_features(backbone, inputs):
+        was = backbone.training
+        backbone.eval()
+        with torch.no_grad():
+            out = backbone(inputs)
+        backbone.train(was)
+        return [o.float() for o in (out if isinstance(out, (list, tuple)) else [out])]
+
+    @staticmethod
+    def _relative_change(before, after) -> float:
+        return max(((a - b).abs().max() / b.abs().max().clamp_min(1e-12)).item() for a, b in zip(after, before))
+
+    def _rewrap(self, runner) -> None:
+        module = self._model(runner)
+        runner.model = runner.wrap_model(copy.deepcopy(runner.cfg.get('model_wrapper_cfg')), module)
+
+    def _fingerprint(self) -> str:
+        structure = json.dumps(extract_structure(self.evolver.model), sort_keys=True)
+        params = sum(p.numel() for p in self.evolver.model.parameters())
+        return hashlib.sha1(f'{structure}|{params}'.encode()).hexdigest()[:16]
+
+    def _check_ranks(self, runner, n: int) -> None:
+        if dist.get_world_size() == 1:
+            return
+        prints = dist.all_gather_object(self._fingerprint())
+        if len(set(prints)) > 1:
+            raise RuntimeError(f'DyRep: the ranks disagree on the structure after the update at '
+                               f'{self._unit(runner)} {n} (fingerprints per rank: {prints}); stopping.')
+
+    # ---------------------------------------------------------------- report
+    def _deployed_count(self) -> dict:
+        """Params/FLOPs of the deployed backbone: the plain ResNet's, whatever the structure."""
+        plain = copy.deepcopy(self.evolver.model)
+        from mmdyrep.models.dyrep_resnet import switch_to_deploy
+        switch_to_deploy(plain)
+        return count(plain, self.flops_input_shape)
+
+    def _record(self, runner, grown, cut, it, epoch, change=None) -> dict:
+        backbone = self.evolver.model
+        now = count(backbone, self.flops_input_shape)
+        deployed = self._deployed_counts or self._deployed_count()
+        return {
+            'iter': int(it), 'epoch': int(epoch),
+            'grown': grown, 'cut': cut,
+            'params': now['params'], 'flops': now['flops'],
+            'deployed_params': deployed['params'], 'deployed_flops': deployed['flops'],
+            'eval_change': change,
+            'structure': extract_structure(backbone),
+            'importances': {n: b.importances() for n, b in iter_blocks(backbone)},
+        }
+
+    def _history(self, runner) -> dict:
+        return {'format': HISTORY_FORMAT, 'version': 1, 'by_epoch': self.by_epoch,
+                'max_iters': runner.max_iters, 'max_epochs': runner.max_epochs if self.by_epoch else None,
+                'input_shape': list(self.flops_input_shape), 'records': self.records}
+
+    def _write_history(self, runner) -> None:
+        path = osp.join(runner.work_dir, self.history_file)
+        with open(path + '.tmp', 'w') as f:
+            json.dump(self._history(runner), f)
+        os.replace(path + '.tmp', path)
+
+    def _report(self, runner, n, record, report, added, removed, seconds) -> None:
+        now = record['iter']
+        avg_params = average_so_far(self.records, 'params', now)
+        avg_flops = average_so_far(self.records, 'flops', now)
+        grown = ', '.join(f'{k} <- [{" ".join(v)}]' for k, v in report['grown'].items()) or 'nothing'
+        cut = ', '.join(f'{k} -x [{" ".join(v)}]' for k, v in report['cut'].items()) or 'nothing'
+        change = f', eval-output change {record["eval_change"]:.1e}' if record['eval_change'] is not None else ''
+        self._log(runner, f'update {self.num_updates} at {self._unit(runner)} {n}: grew {grown}; cut {cut}; '
+                  f'optimizer +{len(added)}/-{removed} params{change}; {seconds:.1f}s')
+        self._log(runner, f'backbone now {record["params"] / 1e6:.2f}M params, {record["flops"] / 1e9:.2f} GFLOPs '
+                  f'(average so far {avg_params / 1e6:.2f}M, {avg_flops / 1e9:.2f} G; deployed '
+                  f'{record["deployed_params"] / 1e6:.2f}M, {record["deployed_flops"] / 1e9:.2f} G)')
+        scalars = {'dyrep/params': record['params'], 'dyrep/flops': record['flops'],
+                   'dyrep/avg_params': avg_params, 'dyrep/avg_flops': avg_flops,
+                   'dyrep/blocks': len(list(iter_blocks(self.evolver.model)))}
+        if record['eval_change'] is not None:
+            scalars['dyrep/eval_change'] = record['eval_change']
+        runner.visualizer.add_scalars(scalars, step=runner.iter + 1)
+
+
+def history_of(work_dir: str, name: str = 'dyrep_history.json') -> Dict:
+    with open(osp.join(work_dir, name)) as f:
+        return json.load(f)

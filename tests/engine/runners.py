@@ -1,0 +1,42 @@
+"""Tiny real Runner configs (mmpretrain / mmdet / mmseg on synthetic data) for the hook tests."""
+import copy
+import os.path as osp
+
+from mmengine.config import Config
+
+from mmdyrep.datasets import make_cityscapes, make_coco, make_imagenet
+from tests.models.builders import model_config
+
+HOOK = dict(type='DyRepHook', interval=1, num_calib_batches=2, flops_input_shape=(3, 64, 64))
+
+
+def imagenet_cfg(data_root, work_dir, *, epochs=3, hook=None, depth=18, optim=None, **extra):
+    info = make_imagenet(data_root, num_train_per_class=4, num_val_per_class=2, img_size=48)
+    model = model_config('mmpretrain', depth=depth).model
+    model.head.in_channels = 512 if depth in (18, 34) else 2048
+    model.head.num_classes = len(info['classes'])
+    model.head.topk = (1, )
+    pipeline = [dict(type='LoadImageFromFile'), dict(type='RandomFlip', prob=0.5, direction='horizontal'),
+                dict(type='PackInputs')]
+    dataset = dict(type='ImageNet', data_root=data_root, split='train', pipeline=pipeline,
+                   metainfo=dict(classes=info['classes']))
+    cfg = dict(
+        default_scope='mmpretrain',
+        custom_imports=dict(imports=['mmdyrep.models.mmpretrain_resnet', 'mmdyrep.engine'],
+                            allow_failed_imports=False),
+        model=model,
+        work_dir=work_dir,
+        train_dataloader=dict(batch_size=4, num_workers=0, sampler=dict(type='DefaultSampler', shuffle=True),
+                              dataset=dataset),
+        train_cfg=dict(by_epoch=True, max_epochs=epochs),
+        optim_wrapper=optim or dict(optimizer=dict(type='SGD', lr=0.01, momentum=0.9, weight_decay=1e-4)),
+        param_scheduler=[dict(type='CosineAnnealingLR', T_max=epochs, by_epoch=True)],
+        custom_hooks=[dict(HOOK, **(hook or {}))],
+        default_hooks=dict(checkpoint=dict(type='CheckpointHook', interval=1), logger=dict(type='LoggerHook',
+                                                                                        interval=5)),
+        env_cfg=dict(cudnn_benchmark=False, dist_cfg=dict(backend='gloo')),
+        randomness=dict(seed=0, deterministic=False),
+        log_level='WARNING',
+    )
+    cfg.update(extra)
+    return Config(cfg)

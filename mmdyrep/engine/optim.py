@@ -95,12 +95,15 @@ def sync_optimizer(optimizer: Optimizer, model: nn.Module, optim_wrapper_cfg: di
             target['params'] = [p]
             optimizer.add_param_group(target)
             target = optimizer.param_groups[-1]
+            index = len(optimizer.param_groups) - 1
             for scheduler in schedulers:
                 if _optimizer_of(scheduler) is optimizer:
+                    # insert, not append: mmengine's OptimWrapper.param_groups ends with a pseudo
+                    # group (base_param_settings, for logging) that schedulers also track
                     key = scheduler.param_name
-                    scheduler.base_values.append(target.get(f'initial_{key}', target[key]))
-                    if hasattr(scheduler, '_last_value'):
-                        scheduler._last_value.append(target[key])
+                    scheduler.base_values.insert(index, target.get(f'initial_{key}', target[key]))
+                    if isinstance(getattr(scheduler, '_last_value', None), list):
+                        scheduler._last_value.insert(index, target[key])
         else:
             target['params'].append(p)
         added.append(name)

@@ -234,16 +234,15 @@ class DyRepHook(Hook):
                 apply_structure(backbone, structure, replace=True)
                 self.evolver.structure_changed()
         saved = checkpoint.get('dyrep')
-        if saved is None:
-            return
+        if saved is None or not runner._resume:
+            return  # load_from starts a new run: only the structure comes along
         self.records = list(saved.get('history', []))
         self.num_updates = saved.get('num_updates', 0)
-        if runner._resume:
-            arrange_groups(runner.optim_wrapper.optimizer, self._model(runner), saved['param_groups'])
-            if dist.get_rank() == 0:
-                self.evolver.load_state_dict(saved['evolver'])
-            self._log(runner, f'resumed: {sum(1 for _ in iter_blocks(backbone))} DyRep blocks, '
-                      f'{self.num_updates} updates so far')
+        arrange_groups(runner.optim_wrapper.optimizer, self._model(runner), saved['param_groups'])
+        if dist.get_rank() == 0:
+            self.evolver.load_state_dict(saved['evolver'])
+        self._log(runner, f'resumed: {sum(1 for _ in iter_blocks(backbone))} DyRep blocks, '
+                  f'{self.num_updates} updates so far')
 
     def before_train(self, runner) -> None:
         model = self._model(runner)

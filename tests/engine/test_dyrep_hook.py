@@ -56,6 +56,17 @@ def test_classification_run(tmp_path):
     opt_params = {id(p) for g in runner.optim_wrapper.optimizer.param_groups for p in g['params']}
     for _, block in iter_blocks(runner.model.backbone):
         assert all(id(p) in opt_params for p in block.branches.parameters())
+    # load_from an evolved checkpoint (fine-tuning, stage C+D style): the structure comes with the
+    # weights, before_train gives its parameters to the new optimizer, and it evolves further
+    grown = history(runner.work_dir)['records'][-1]['structure']
+    again = Runner.from_cfg(imagenet_cfg(str(tmp_path / 'data'), str(tmp_path / 'again'), epochs=1,
+                                         load_from=str(tmp_path / 'work' / 'epoch_3.pth')))
+    again.train()
+    blocks = dict(iter_blocks(again.model.backbone))
+    assert set(grown['blocks']) <= set(blocks)
+    opt_params = {id(p) for g in again.optim_wrapper.optimizer.param_groups for p in g['params']}
+    assert all(id(p) in opt_params for b in blocks.values() for p in b.parameters())
+    assert len(history(str(tmp_path / 'again'))['records']) == 2
 
 
 def test_detection_run(tmp_path):
@@ -217,6 +228,8 @@ def test_bad_configuration_is_refused_before_training(tmp_path):
     cfg = imagenet_cfg(data, work, epochs=2)
     cfg.custom_hooks.append(dict(type='EMAHook'))
     refused(cfg, 'cannot run with EMAHook')
+    cfg = imagenet_cfg(data, work, epochs=2, compile=True)
+    refused(cfg, 'cannot run with cfg.compile')
     cfg = imagenet_cfg(data, work, epochs=2)
     cfg.model.backbone.frozen_stages = 4
     refused(cfg, 'no conv of the backbone may grow')

@@ -233,3 +233,14 @@ def test_bad_configuration_is_refused_before_training(tmp_path):
     cfg = imagenet_cfg(data, work, epochs=2)
     cfg.model.backbone.frozen_stages = 4
     refused(cfg, 'no conv of the backbone may grow')
+
+
+def test_gradient_accumulation_scores_once_per_optimizer_step(tmp_path):
+    optim = dict(optimizer=dict(type='SGD', lr=0.01, momentum=0.9), accumulative_counts=2)
+    cfg = imagenet_cfg(str(tmp_path / 'data'), str(tmp_path / 'work'), epochs=2, hook=dict(interval=2), optim=optim)
+    runner = Runner.from_cfg(cfg)
+    runner.train()
+    iters_per_epoch = len(runner.train_dataloader)
+    saved = torch.load(str(tmp_path / 'work' / 'epoch_1.pth'), weights_only=True)['dyrep']['evolver']['scores']
+    counts = {name: row['counts'][0] for name, row in saved['ops'].items()}
+    assert len(counts) == 17 and set(counts.values()) == {iters_per_epoch // 2}

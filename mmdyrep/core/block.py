@@ -20,6 +20,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from . import transforms as T
 from .branches import (BRANCH_TYPES, Branch, ConvSpec, DyRepError, NormFactory, UnsupportedConvError,
                        build_branch, default_norm_factory, kernel_of)
+from .fast_block import merged_forward
 
 
 def ensure_bias_(conv: nn.Conv2d) -> None:
@@ -65,7 +66,15 @@ class DyRepBlock(nn.Module):
     def stride(self) -> Tuple[int, int]:
         return (self.spec.stride, ) * 2
 
+    #: Opt-in (:mod:`mmdyrep.core.fast_block`): run the origin and every branch whose BNs use running
+    #: statistics (mmdet's norm_eval=True) as ONE K×K conv; same outputs and gradients. Set per block
+    #: (``fast_block.set_fast_forward(model)``) or for all (``DyRepBlock.fast_forward = True``).
+    #: Ignored while tracing, so FLOP counts stay those of the per-branch structure.
+    fast_forward: bool = False
+
     def forward(self, x: Tensor) -> Tensor:
+        if self.fast_forward and not torch.jit.is_tracing():
+            return merged_forward(self, x)
         out = self.origin(x)
         for branch in self.branches.values():
             out = out + branch(x)

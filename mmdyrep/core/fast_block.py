@@ -1,0 +1,234 @@
+"""A faster training-time forward of a DyRep block (opt-in): one K×K conv for all its linear parts.
+
+A part of a block (its origin, or a branch) is *linear* when every BN inside it normalises
+with its running statistics: eval mode with ``track_running_stats``. That is the BN setting of
+mmdet's ResNet configs (``norm_eval=True``): the backbone's BNs, and so the new branches' BNs,
+stay in eval mode while their γ and β train. A linear part is then exactly the conv
+``conv(x, F) + b`` that its ``equivalent_kernel()`` gives (Sec. 3, Eq. 2 and 8), so the origin
+and every linear branch add up to ONE K×K conv. :func:`merged_forward` builds that kernel from
+the parameters at every call (a few parameter-sized ops; autograd sends every parameter the
+same gradient as the per-branch forward) and runs one conv instead of up to eleven convs, ten
+BNs and six additions.
+
+A BN in training mode (mmpretrain; mmseg with ``norm_eval=False``) normalises with the
+batch's statistics: ``BN_train(conv(x))`` is not a fixed linear function of ``x``, so such a
+branch cannot be folded into the origin's kernel and runs on its own, as in the reference
+forward. (Concatenating the branches' convs into one conv call instead would be exact, but a
+1×1 / 1×K kernel padded to K×K costs K² / K times its multiply-adds: slower, so not done.)
+
+Two details keep the merged path identical to the per-branch forward, gradients included:
+
+* the 1×1–K×K and 1×1–AVG branches pad their middle BN's output with the value a zero input
+  maps to, detached (as DBB does); the merged bias uses that value detached too, and a
+  zero-valued conv of an all-ones image gives back the gradient that the interior positions
+  send to it in the per-branch forward;
+* a 1×1–K×K branch is merged only when building its kernel (``C_out·C_mid·C_in·K²/g²``
+  multiply-adds) costs less than running its 1×1 and K×K convs on this input, and nothing is
+  merged below :data:`MIN_POSITIONS` output positions (tiny feature maps: the kernel-sized work
+  then costs as much as the branches). The result is the same either way.
+
+Pure PyTorch; imports only :mod:`.branches` and :mod:`.transforms`, so ``block.py`` can import it.
+"""
+from typing import List, Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from . import transforms as T
+from .branches import (Conv1x1AvgBranch, Conv1x1Branch, Conv1x1KxKBranch, ConvSpec, ResidualBranch,
+                       _AsymmetricBranch, kernel_of)
+
+#: kernel ``[out, in/g, K, K]``, bias ``[out]``, gradient fix ``[out, 1, K, K]`` (or None)
+LinearForm = Tuple[Tensor, Tensor, Optional[Tensor]]
+
+
+def _is_block(module: nn.Module) -> bool:
+    return hasattr(module, 'origin') and hasattr(module, 'branches') and hasattr(module, 'spec')
+
+
+def is_linear(module: nn.Module) -> bool:
+    """Whether ``module`` (a conv, a branch or a block) is a fixed affine map of its input now:
+    every BN in it uses running statistics, and it holds nothing but convs, BNs, branches, blocks."""
+    for m in module.modules():
+        if isinstance(m, _BatchNorm):
+            if m.training or not m.track_running_stats or m.running_mean is None:
+                return False
+        elif not (isinstance(m, (nn.Conv2d, nn.ModuleDict)) or hasattr(m, 'equivalent_kernel')):
+            return False
+    return True
+
+
+def _add_fix(a: Optional[Tensor], b: Optional[Tensor]) -> Optional[Tensor]:
+    return b if a is None else a if b is None else a + b
+
+
+def _pad_value(b1: Tensor, padding: int) -> Tuple[Tensor, Optional[Tensor]]:
+    """The middle BN's zero response as the per-branch forward pads with it (detached when there is
+    padding), and ``b1 - detached`` (exactly 0, carrying the gradient; ``None`` without padding)."""
+    if not padding:
+        return b1, None
+    value = b1.detach()
+    return value, b1 - value
+
+
+def _identity_1x1(scale: Tensor, groups: int) -> Tensor:
+    """``scale`` on the diagonal of a ``[out, out/g, 1, 1]`` kernel: a per-channel scaled identity."""
+    out = scale.shape[0]
+    eye = torch.eye(out // groups, dtype=scale.dtype, device=scale.device).repeat(groups, 1)
+    return (eye * scale.reshape(-1, 1)).reshape(out, out // groups, 1, 1)
+
+
+def _contribution(branch: nn.Module) -> Tuple[str, Tensor, Tensor, Optional[Tensor]]:
+    """One branch as ``(shape, kernel, bias, fix)``: ``shape`` is ``'kxk'`` (a K×K kernel, or a
+    ``[out, in/g, 1, 1]`` one that is the same at every tap) or ``'1x1'``, ``'1xk'``, ``'kx1'`` (a
+    kernel to add at the centre of the K×K one)."""
+    spec = branch.spec
+    if isinstance(branch, (Conv1x1Branch, _AsymmetricBranch)):
+        kernel, bias = T.fuse_bn(branch.conv.weight, None, branch.norm)
+        kh, kw = kernel.shape[-2:]
+        return ('1x1' if kh == kw == 1 else '1xk' if kh == 1 else 'kx1'), kernel, bias, None
+    if isinstance(branch, ResidualBranch):
+        scale, shift = T.bn_scale_shift(branch.norm)
+        return '1x1', _identity_1x1(scale, spec.groups), shift, None
+    if isinstance(branch, Conv1x1AvgBranch):
+        k1, b1 = T.fuse_bn(branch.conv.weight, None, branch.norm1)
+        scale, shift = T.bn_scale_shift(branch.norm)
+        b1, delta = _pad_value(b1, spec.padding)
+        taps = spec.kernel_size**2
+        fix = None
+        if delta is not None:  # the average of the padded constant, per tap: scale / K² * b1
+            fix = (scale.detach() * delta / taps).reshape(-1, 1, 1, 1).expand(-1, 1, spec.kernel_size,
+                                                                              spec.kernel_size)
+        return 'kxk', k1 * (scale / taps).reshape(-1, 1, 1, 1), shift + scale * b1, fix
+    if isinstance(branch, Conv1x1KxKBranch):
+        k1, b1 = T.fuse_bn(branch.conv1.weight, None, branch.norm1)
+        inner, inner_bias, inner_fix = linear_form(branch.kxk)
+        assert inner_fix is None, 'the K×K inside a 1x1_kxk branch has no padding of its own'
+        k2, b2 = T.fuse_bn(inner, inner_bias, branch.norm)
+        b1, delta = _pad_value(b1, spec.padding)
+        kernel, bias = T.merge_1x1_kxk((k1, b1), (k2, b2), spec.groups)
+        fix = None
+        if delta is not None:  # per tap: sum over the middle channels of k2 * b1
+            g, out, mid = spec.groups, k2.shape[0], k1.shape[0]
+            k2g = k2.detach().reshape(g, out // g, mid // g, -1)
+            fix = torch.einsum('gomt,gm->got', k2g, delta.reshape(g, mid // g)).reshape(out, 1, *k2.shape[-2:])
+        return 'kxk', kernel, bias, fix
+    kernel, bias = branch.equivalent_kernel()  # any other branch type: its K×K kernel as it says
+    return 'kxk', kernel, bias, None
+
+
+def linear_form(module: nn.Module) -> LinearForm:
+    """Kernel, bias and gradient fix of a linear ``module`` (a conv, a block or a branch; see
+    :func:`is_linear`).
+
+    The value equals ``equivalent_kernel()``. The 1×1 terms (1×1 branch, identity) are summed at
+    1×1, added into the centre of the 1×K term, and the 1×K and K×1 terms are padded to K×K once
+    each, instead of padding every branch kernel to K×K. The fix is a ``[out, 1, K, K]`` kernel
+    whose value is exactly zero and whose conv over an all-ones image (with the block's stride,
+    padding and dilation) carries the gradient that the per-branch forward sends to the detached
+    padding value of the 1×1–K×K / 1×1–AVG branches from the positions inside the image."""
+    if isinstance(module, nn.Conv2d):
+        kernel, bias = kernel_of(module)
+        return kernel, bias, None
+    if _is_block(module):
+        kernel, bias, fix = linear_form(module.origin)
+        branches = list(module.branches.values())
+    else:  # a branch on its own
+        kernel, bias, fix, branches = None, None, None, [module]
+    small = {'1x1': None, '1xk': None, 'kx1': None}
+    for shape, k, b, f in (_contribution(branch) for branch in branches):
+        fix = _add_fix(fix, f)
+        bias = b if bias is None else bias + b
+        if shape == 'kxk':
+            kernel = k if kernel is None else kernel + k
+        else:
+            small[shape] = k if small[shape] is None else small[shape] + k
+    one, row, col = small['1x1'], small['1xk'], small['kx1']
+    c = module.spec.kernel_size // 2
+    if one is not None:  # the 1x1 terms go into the centre of the row (or become it)
+        row = F.pad(one, [c, c, 0, 0]) if row is None else row + F.pad(one, [c, c, 0, 0])
+    for term, pad in ((row, [0, 0, c, c]), (col, [c, c, 0, 0])):
+        if term is not None:
+            term = F.pad(term, pad)
+            kernel = term if kernel is None else kernel + term
+    return kernel, bias, fix
+
+
+def _out_size(size: int, spec: ConvSpec) -> int:
+    return (size + 2 * spec.padding - spec.dilation * (spec.kernel_size - 1) - 1) // spec.stride + 1
+
+
+def worth_merging(branch: nn.Module, x: Tensor) -> bool:
+    """Whether folding ``branch`` into the block's conv costs less than running it on ``x``: only a
+    1×1–K×K branch can cost more (its kernel product is ``C_out·C_mid·C_in·K²/g²`` multiply-adds)."""
+    if not isinstance(branch, Conv1x1KxKBranch):
+        return True
+    s = branch.spec
+    mid = branch.conv1.out_channels
+    n, _, h, w = x.shape
+    positions_out = n * _out_size(h, s) * _out_size(w, s)
+    run = (n * h * w * s.in_channels * mid + positions_out * mid * s.out_channels * s.kernel_size**2) / s.groups
+    build = s.out_channels * mid * s.in_channels * s.kernel_size**2 / s.groups**2
+    return build < run
+
+
+#: Below this many output positions (batch x height x width) a block runs per branch: building the
+#: kernel (a few passes over ``C_out·C_in·K²`` numbers) then costs about as much as the small
+#: branches' convs (measured on CPU: break-even near 130 positions at 512 channels).
+MIN_POSITIONS = 256
+
+
+def plan(block: nn.Module, x: Tensor) -> Tuple[List[str], List[str]]:
+    """``(merged, separate)``: the parts of ``block`` (``'origin'`` and branch names) that
+    :func:`merged_forward` folds into one conv for input ``x``, and those it runs one by one."""
+    s = block.spec
+    n, _, h, w = x.shape
+    if n * _out_size(h, s) * _out_size(w, s) < MIN_POSITIONS:
+        return [], ['origin', *block.branches]
+    merged, separate = [], []
+    (merged if is_linear(block.origin) else separate).append('origin')
+    for name, branch in block.branches.items():
+        (merged if is_linear(branch) and worth_merging(branch, x) else separate).append(name)
+    return merged, separate
+
+
+def merged_forward(block: nn.Module, x: Tensor) -> Tensor:
+    """``block(x)`` with every linear part (:func:`plan`) computed as one K×K conv.
+
+    Same value as ``origin(x) + sum(branch(x))`` up to float rounding, and the same gradients
+    for every parameter; BNs in training mode still update their running statistics exactly once."""
+    merged, separate = plan(block, x)
+    if merged in ([], ['origin']):  # nothing to fold: the per-branch forward
+        out = block.origin(x)
+        for branch in block.branches.values():
+            out = out + branch(x)
+        return out
+    s = block.spec
+    parts = [block.origin if name == 'origin' else block.branches[name] for name in merged]
+    with torch.autocast(device_type=x.device.type, enabled=False):  # build the kernel in the weights' dtype
+        kernel, bias, fix = linear_form(parts[0])
+        for part in parts[1:]:
+            k, b, f = linear_form(part)
+            kernel, bias, fix = kernel + k, bias + b, _add_fix(fix, f)
+    out = F.conv2d(x, kernel, bias, s.stride, s.padding, s.dilation, s.groups)
+    if fix is not None and fix.requires_grad:
+        ones = torch.ones(1, 1, *x.shape[-2:], dtype=fix.dtype, device=fix.device)
+        out = out + F.conv2d(ones, fix, None, s.stride, s.padding, s.dilation)
+    for name in separate:
+        out = out + (block.origin(x) if name == 'origin' else block.branches[name](x))
+    return out
+
+
+def set_fast_forward(model: nn.Module, enabled: bool = True) -> int:
+    """Set ``fast_forward`` on every DyRep block of ``model`` (new blocks start with the class
+    default); returns how many blocks were set."""
+    from .block import iter_blocks
+    blocks = [b for _, b in iter_blocks(model)]
+    for block in blocks:
+        block.fast_forward = enabled
+    return len(blocks)
+
+
+__all__ = ['is_linear', 'linear_form', 'merged_forward', 'plan', 'set_fast_forward', 'worth_merging']

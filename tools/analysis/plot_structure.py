@@ -1,0 +1,66 @@
+"""Draw the evolved structure of a DyRep run.
+
+    python tools/analysis/plot_structure.py CHECKPOINT_OR_WORKDIR --out DIR [--conv NAME ...]
+
+CHECKPOINT_OR_WORKDIR: an mmengine checkpoint (``.pth``; loaded with ``weights_only=True``), a
+work dir holding ``dyrep_history.json``, or that JSON file itself. Writes into DIR:
+
+* ``overview.png`` — which convs grew when, what was cut, params / FLOPs over training (when a
+  history is available: the work dir, or a checkpoint saved by the DyRepHook) and the
+  importance of every branch now;
+* ``block_<conv>.png`` — for each grown conv (or each ``--conv``), its branch tree with the
+  importance ``s`` of each branch, like the paper's Fig. 6.
+
+It also prints the run summary (grows, cuts, params / FLOPs now and averaged over training).
+"""
+import argparse
+import os
+import os.path as osp
+import sys
+
+sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
+
+from mmdyrep.analysis.history import HistoryError, format_summary, summary  # noqa: E402
+from mmdyrep.core import DyRepError  # noqa: E402
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description='Plot the structure of a DyRep run (Fig. 6 and an overview)')
+    parser.add_argument('source', metavar='CHECKPOINT_OR_WORKDIR',
+                        help='checkpoint (.pth), work dir with dyrep_history.json, or that JSON file')
+    parser.add_argument('--out', required=True, help='directory for the PNG files')
+    parser.add_argument('--conv', nargs='+', default=None, metavar='NAME',
+                        help='block(s) to draw (e.g. layer4.0.conv2; nested ones too); default: every grown conv')
+    parser.add_argument('--dpi', type=int, default=130)
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    from mmdyrep.analysis.plot import load_run, outermost_blocks, plot_block, plot_overview
+    try:
+        run = load_run(args.source)
+        names = args.conv if args.conv else outermost_blocks(run.structure)
+        os.makedirs(args.out, exist_ok=True)
+        written = []
+        path = osp.join(args.out, 'overview.png')
+        plot_overview(run, out=path)
+        written.append(path)
+        for name in names:
+            path = osp.join(args.out, f'block_{name}.png')
+            plot_block(run.structure, name, run.importances, out=path, dpi=args.dpi)
+            written.append(path)
+    except (HistoryError, DyRepError) as e:
+        print(f'error: {e}', file=sys.stderr)
+        return 1
+    if run.history is not None:
+        print(format_summary(summary(run.history)))
+    else:
+        print(f'{run.name}: {len(run.structure.get("blocks") or {})} grown convs (no history in this checkpoint)')
+    for path in written:
+        print(f'wrote {path}')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -6,10 +6,10 @@ checkpoints for ``torch.load(weights_only=True)`` so that ``--resume`` works.
 """
 from .compat import allow_mmengine_checkpoints
 from .ddp import CPUCompatibleDDP
-from .dyrep_hook import DyRepHook, average_so_far, history_of
+from .dyrep_hook import DyRepHook
 from .optim import sync_optimizer
 
 allow_mmengine_checkpoints()
 
-__all__ = ['CPUCompatibleDDP', 'DyRepHook', 'allow_mmengine_checkpoints', 'average_so_far', 'history_of',
+__all__ = ['CPUCompatibleDDP', 'DyRepHook', 'allow_mmengine_checkpoints',
            'sync_optimizer']

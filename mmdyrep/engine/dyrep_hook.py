@@ -8,7 +8,7 @@ import os
 import os.path as osp
 import random
 import time
-from typing import Dict, List, Optional, Sequence
+from typing import List, Optional, Sequence
 
 import numpy as np
 import torch
@@ -19,27 +19,13 @@ from mmengine.registry import HOOKS
 from mmengine.runner import EpochBasedTrainLoop
 from torch.utils.data import DataLoader, RandomSampler
 
+from mmdyrep.analysis.history import time_average
 from mmdyrep.core import BRANCH_TYPES, METRICS, DyRepError, Evolver, apply_structure, extract_structure, iter_blocks
 from mmdyrep.models.complexity import count
 from mmdyrep.models.dyrep_resnet import STRUCTURE_KEY, DyRepResNetMixin, decode_structure
 from .optim import arrange_groups, flatten_schedulers, group_names, sync_optimizer
 
 HISTORY_FORMAT = 'mmdyrep.history'
-
-
-def average_so_far(records: Sequence[dict], key: str, now: int) -> float:
-    """Time-weighted average of a piecewise-constant value (records sorted by 'iter') over
-    [first record, now]: the paper's "Avg. FLOPs / params" (Tables 2-3) when ``now`` is the end."""
-    if not records:
-        return float('nan')
-    start = records[0]['iter']
-    if now <= start:
-        return float(records[-1][key])
-    total = 0.0
-    for rec, nxt in zip(records, list(records[1:]) + [None]):
-        end = min(nxt['iter'] if nxt else now, now)
-        total += rec[key] * max(end - rec['iter'], 0)
-    return total / (now - start)
 
 
 @HOOKS.register_module()
@@ -456,8 +442,9 @@ class DyRepHook(Hook):
 
     def _report(self, runner, n, record, report, added, removed, seconds) -> None:
         now = record['iter']
-        avg_params = average_so_far(self.records, 'params', now)
-        avg_flops = average_so_far(self.records, 'flops', now)
+        start = self.records[0]['iter']
+        avg_params = time_average(self.records, 'params', now, start)
+        avg_flops = time_average(self.records, 'flops', now, start)
         grown = ', '.join(f'{k} <- [{" ".join(v)}]' for k, v in report['grown'].items()) or 'nothing'
         cut = ', '.join(f'{k} -x [{" ".join(v)}]' for k, v in report['cut'].items()) or 'nothing'
         change = f', eval-output change {record["eval_change"]:.1e}' if record['eval_change'] is not None else ''
@@ -472,8 +459,3 @@ class DyRepHook(Hook):
         if record['eval_change'] is not None:
             scalars['dyrep/eval_change'] = record['eval_change']
         runner.visualizer.add_scalars(scalars, step=runner.iter + 1)
-
-
-def history_of(work_dir: str, name: str = 'dyrep_history.json') -> Dict:
-    with open(osp.join(work_dir, name)) as f:
-        return json.load(f)

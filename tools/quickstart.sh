@@ -4,4 +4,4 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 bash tools/install.sh
-exec .venv/bin/python tools/demo_core.py "$@"
+exec .venv/bin/python tools/quickstart.py "$@"

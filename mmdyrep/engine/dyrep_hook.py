@@ -16,7 +16,7 @@ from mmengine import dist
 from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
 from mmengine.registry import HOOKS
-from mmengine.runner import EpochBasedTrainLoop
+from mmengine.runner import BaseLoop, EpochBasedTrainLoop
 from torch.utils.data import DataLoader, RandomSampler
 
 from mmdyrep.analysis.history import time_average
@@ -158,6 +158,10 @@ class DyRepHook(Hook):
 
     # -------------------------------------------------------------- lifecycle
     def before_run(self, runner) -> None:
+        if not isinstance(runner._train_loop, BaseLoop):
+            # runner.test() / val() (train() builds its loop before before_run): nothing to evolve,
+            # the structure comes with the weights
+            return
         loop = runner.train_loop
         self.by_epoch = isinstance(loop, EpochBasedTrainLoop)
         limit = loop.max_epochs if self.by_epoch else loop.max_iters
@@ -231,6 +235,7 @@ class DyRepHook(Hook):
                   f'{self.num_updates} updates so far')
 
     def before_train(self, runner) -> None:
+        self.evolver.structure_changed()  # init_weights / load_from may have loaded a structure
         model = self._model(runner)
         added, removed = sync_optimizer(runner.optim_wrapper.optimizer, model, runner.cfg.optim_wrapper,
                                         flatten_schedulers(runner.param_schedulers))

@@ -133,6 +133,7 @@ class DyRepResNetMixin:
                 except DyRepError as e:
                     raise DyRepError(f'the checkpoint\'s DyRep structure does not fit this {type(self).__name__} '
                                      f'(depth {self.depth}): {e}') from None
+                self._track_new_params()
         elif any(isinstance(m, DyRepBlock) for m in self.modules()) and self._is_plain_checkpoint(
                 state_dict, prefix):
             # stock ResNet weights into an evolved / static model: load them plain
@@ -142,6 +143,19 @@ class DyRepResNetMixin:
                                       error_msgs)
         if key in unexpected_keys:
             unexpected_keys.remove(key)
+
+    def _track_new_params(self) -> None:
+        """Loading during mmengine's ``init_weights`` (``init_cfg=Pretrained``) may create
+        parameters; register them in its shared ``_params_init_info`` (it asserts otherwise)."""
+        info = getattr(self, '_params_init_info', None)
+        if info is None:
+            return
+        for name, param in self.named_parameters():
+            if param not in info:
+                info[param]['init_info'] = f'created by DyRep when loading a checkpoint ({name})'
+                info[param]['tmp_mean_value'] = param.data.mean().cpu()
+        for module in self.modules():
+            module._params_init_info = info
 
     def _is_plain_checkpoint(self, state_dict, prefix) -> bool:
         for name, _ in iter_blocks(self):
@@ -177,6 +191,7 @@ def _after_load(module, incompatible_keys) -> None:
     if getattr(module, '_regrow_static', False):
         module._regrow_static = False
         module._grow_static()
+        module._track_new_params()
 
 
 def switch_to_deploy(model: nn.Module) -> List[str]:

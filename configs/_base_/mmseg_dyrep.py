@@ -1,0 +1,3 @@
+# DyRep for mmseg configs: registers DyRepResNet* in mmseg's MODELS and DyRepHook (+ the CPU DDP
+# wrapper and the safe globals that --resume needs) in mmengine's registries.
+custom_imports = dict(imports=['mmdyrep.models.mmseg_resnet', 'mmdyrep.engine'], allow_failed_imports=False)

@@ -400,17 +400,22 @@ class DyRepHook(Hook):
         runner.model = runner.wrap_model(copy.deepcopy(runner.cfg.get('model_wrapper_cfg')), module)
 
     def _fingerprint(self) -> str:
-        structure = json.dumps(extract_structure(self.evolver.model), sort_keys=True)
-        params = sum(p.numel() for p in self.evolver.model.parameters())
-        return hashlib.sha1(f'{structure}|{params}'.encode()).hexdigest()[:16]
+        """Structure, parameter count and a checksum of the backbone's parameters."""
+        backbone = self.evolver.model
+        structure = json.dumps(extract_structure(backbone), sort_keys=True)
+        params = sum(p.numel() for p in backbone.parameters())
+        with torch.no_grad():
+            checksum = sum(float(p.detach().double().sum()) for p in backbone.parameters())
+        return hashlib.sha1(f'{structure}|{params}|{checksum!r}'.encode()).hexdigest()[:16]
 
     def _check_ranks(self, runner, n: int) -> None:
         if dist.get_world_size() == 1:
             return
         prints = dist.all_gather_object(self._fingerprint())
         if len(set(prints)) > 1:
-            raise RuntimeError(f'DyRep: the ranks disagree on the structure after the update at '
+            raise RuntimeError(f'DyRep: the ranks disagree on the structure or weights after the update at '
                                f'{self._unit(runner)} {n} (fingerprints per rank: {prints}); stopping.')
+        self._log(runner, f'{len(prints)} ranks agree on structure and weights (fingerprint {prints[0]})')
 
     # ---------------------------------------------------------------- report
     def _deployed_count(self) -> dict:

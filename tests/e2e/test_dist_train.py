@@ -12,6 +12,8 @@ def test_dist_train_two_cpu_processes(tmp_path, imagenet_env):
     if not torch.cuda.is_available():
         assert 'CPU distributed: gloo process group of 2 processes' in text
     assert (work_dir / 'epoch_3.pth').is_file() and log_files(work_dir)
-    # both ranks took the same decisions (the hook checks a structure fingerprint across ranks)
+    # both ranks took the same decisions and hold the same weights: after each update the hook
+    # compares a fingerprint of structure + parameter checksum across ranks (and stops if they differ)
     assert [r['epoch'] for r in updates(work_dir)] == [1, 2]
+    assert text.count('2 ranks agree on structure and weights') == 2
     assert history(work_dir)['records'][-1]['structure']['blocks']

@@ -330,7 +330,6 @@ class DyRepHook(Hook):
         was_training = model.training
         world = dist.get_world_size()
         loader = self._calibration_loader(runner, self.num_updates)
-        batches = []
 
         def inputs_of(data):
             with self._amp(runner):

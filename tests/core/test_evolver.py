@@ -1,6 +1,5 @@
 """Algorithm 1 around a hand-written loop: record, step (grow the most salient op, cut)."""
 import pytest
-import torch
 
 from mmdyrep.core import DyRepBlock, DyRepError, Evolver
 from .conftest import rel_err

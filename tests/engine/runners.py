@@ -1,6 +1,4 @@
 """Tiny real Runner configs (mmpretrain / mmdet / mmseg on synthetic data) for the hook tests."""
-import copy
-import os.path as osp
 
 from mmengine.config import Config
 

@@ -195,6 +195,17 @@ def setup_distributed(cfg: Config, launcher: str) -> None:
                   level=30)
 
 
+def build_runner(cfg: Config, scope: str, launcher: str):
+    """Distributed setup (:func:`setup_distributed`), SyncBN -> BN on CPU, then the Runner (the
+    toolbox's ``RUNNERS`` when the config names a ``runner_type``), as train.py and test.py need."""
+    setup_distributed(cfg, launcher)
+    adapt_to_cpu(cfg)
+    if 'runner_type' in cfg:
+        return importlib.import_module(f'{scope}.registry').RUNNERS.build(cfg)
+    from mmengine.runner import Runner
+    return Runner.from_cfg(cfg)
+
+
 def add_local_rank(parser) -> None:
     # torch.distributed.launch passes --local-rank (torch >= 2.0) or --local_rank; torchrun neither
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0, help=argparse.SUPPRESS)

@@ -10,7 +10,6 @@ deployed by ``tools/deploy.py`` (use the deployed config written beside it). Exa
     bash tools/dist_test.sh CONFIG CHECKPOINT 8
 """
 import argparse
-import importlib
 import os.path as osp
 import sys
 
@@ -19,8 +18,8 @@ sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 from mmengine.config import DictAction  # noqa: E402
 from mmengine.logging import print_log  # noqa: E402
 
-from runner_setup import (adapt_to_cpu, add_local_rank, default_work_dir, engine_error, fail,  # noqa: E402
-                          import_engine, load_config, run_main, set_local_rank_env, setup_distributed)
+from runner_setup import (add_local_rank, build_runner, default_work_dir, engine_error, fail,  # noqa: E402
+                          import_engine, load_config, run_main, set_local_rank_env)
 
 
 def parse_args(argv=None):
@@ -89,14 +88,7 @@ def main(argv=None):
     if args.show_dir:
         enable_show_dir(cfg, scope, args.show_dir)
 
-    setup_distributed(cfg, args.launcher)
-    adapt_to_cpu(cfg)
-
-    from mmengine.runner import Runner
-    if 'runner_type' in cfg:
-        runner = importlib.import_module(f'{scope}.registry').RUNNERS.build(cfg)
-    else:
-        runner = Runner.from_cfg(cfg)
+    runner = build_runner(cfg, scope, args.launcher)
     if args.out is not None:
         runner.test_evaluator.metrics.append(dump_metric(scope, args.out))
     return runner.test()

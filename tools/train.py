@@ -13,7 +13,6 @@ Without CUDA the tool runs on the CPU: ``SyncBN`` norms become ``BN`` (logged), 
 that accepts CPU modules.
 """
 import argparse
-import importlib
 import os.path as osp
 import sys
 
@@ -21,8 +20,8 @@ sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 
 from mmengine.config import DictAction  # noqa: E402
 
-from runner_setup import (adapt_to_cpu, add_local_rank, default_work_dir, fail, load_config,  # noqa: E402
-                          require_engine, run_main, set_local_rank_env, setup_distributed)
+from runner_setup import (add_local_rank, build_runner, default_work_dir, fail, load_config,  # noqa: E402
+                          require_engine, run_main, set_local_rank_env)
 
 
 def parse_args(argv=None):
@@ -77,14 +76,7 @@ def main(argv=None):
                 fail(f'--resume: checkpoint not found: {args.resume}')
             cfg.load_from = args.resume
 
-    setup_distributed(cfg, args.launcher)
-    adapt_to_cpu(cfg)
-
-    from mmengine.runner import Runner
-    if 'runner_type' in cfg:
-        runner = importlib.import_module(f'{scope}.registry').RUNNERS.build(cfg)
-    else:
-        runner = Runner.from_cfg(cfg)
+    runner = build_runner(cfg, scope, args.launcher)
     runner.train()
 
 

@@ -35,7 +35,7 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 import torch  # noqa: E402
 from torch.nn.modules.batchnorm import _BatchNorm  # noqa: E402
 
-from training_cost import (_sync, backbone_of, build_model, evolve_dyrep, loss_of, machine,  # noqa: E402
+from training_cost import (_sync, set_threads, backbone_of, build_model, evolve_dyrep, loss_of, machine,  # noqa: E402
                            make_batch, num_params, quiet_mmengine)
 
 TARGETS = {
@@ -174,11 +174,7 @@ def parse_args(argv=None):
                    help='torch CPU threads (default on CPU: 1, steadier on a shared machine; 0: torch default)')
     p.add_argument('--out', default=None, help='write the results as JSON')
     args = p.parse_args(argv)
-    if args.threads is None:
-        args.threads = 0 if args.device.startswith('cuda') else 1
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    gpu = args.device.startswith('cuda')
+    gpu = set_threads(args)
     args.batch = args.batch or (32 if gpu else 8)
     args.repeats = args.repeats or (30 if gpu else 3)
     args.warmup = args.warmup if args.warmup is not None else (5 if gpu else 1)

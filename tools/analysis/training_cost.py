@@ -104,6 +104,17 @@ def build_model(toolbox: str, depth: int, rep_mode: str, device: str, seed: int 
     return model.to(device)
 
 
+def set_threads(args) -> bool:
+    """``--threads`` (default: 1 on CPU, steadier on a shared machine; torch's own on CUDA);
+    returns whether the device is CUDA."""
+    gpu = args.device.startswith('cuda')
+    if args.threads is None:
+        args.threads = 0 if gpu else 1
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    return gpu
+
+
 def make_batch(toolbox: str, size, batch_size: int, seed: int = 0) -> dict:
     """A batch in the toolbox's data format: random images; boxes + labels or class labels."""
     g = torch.Generator().manual_seed(seed)
@@ -507,11 +518,7 @@ def parse_args(argv=None):
                    help='torch CPU threads (default on CPU: 1, steadier on a shared machine; 0: torch default)')
     p.add_argument('--out', default=None, help='write the results as JSON')
     args = p.parse_args(argv)
-    if args.threads is None:
-        args.threads = 0 if args.device.startswith('cuda') else 1
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    gpu = args.device.startswith('cuda')
+    gpu = set_threads(args)
     args.repeats = args.repeats or (20 if gpu else 3)
     args.warmup = args.warmup if args.warmup is not None else (5 if gpu else 1)
     args.cls_size = args.cls_size or ([224, 224] if gpu else [112, 112])

@@ -15,6 +15,11 @@ batch's statistics: ``BN_train(conv(x))`` is not a fixed linear function of ``x`
 branch cannot be folded into the origin's kernel and runs on its own, as in the reference
 forward. (Concatenating the branches' convs into one conv call instead would be exact, but a
 1×1 / 1×K kernel padded to K×K costs K² / K times its multiply-adds: slower, so not done.)
+One exception pays: a 1×1–AVG branch of a conv with few input channels (the 7×7 stride-2 stem:
+3 in, 64 out) would run its 1×1 conv, its middle BN, the padding and a 7×7 average at the input
+resolution on 64 channels. :func:`pool_first_forward` takes that BN's batch statistics from the
+mean and covariance of the 3 input channels, averages the input first and runs the 1×1 conv at
+the output resolution: the same function, computed in a different order.
 
 Two details keep the merged path identical to the per-branch forward, gradients included:
 
@@ -194,6 +199,87 @@ def plan(block: nn.Module, x: Tensor) -> Tuple[List[str], List[str]]:
     return merged, separate
 
 
+def _train_mode_bn(norm: nn.Module) -> bool:
+    """A plain BatchNorm2d normalising with batch statistics and tracking running ones (not
+    SyncBN: its statistics span processes)."""
+    return (type(norm) is nn.BatchNorm2d and norm.training and norm.track_running_stats and norm.affine
+            and norm.running_mean is not None)
+
+
+def pool_first_pays(branch: nn.Module, x: Tensor) -> bool:
+    """Whether :func:`pool_first_forward` applies to ``branch`` on ``x`` and needs fewer multiply-adds
+    than the branch's own forward: a 1×1–AVG branch whose middle BN is a training-mode
+    ``BatchNorm2d``, in float32/64 without autocast, where ``C_in`` is small next to ``C_out`` or the
+    stride is large (the 7×7 stride-2 stem: 3 input channels, 64 output)."""
+    if not isinstance(branch, Conv1x1AvgBranch) or not _train_mode_bn(branch.norm1):
+        return False
+    if x.dtype not in (torch.float32, torch.float64) or torch.is_autocast_enabled(x.device.type):
+        return False
+    s = branch.spec
+    n, _, h, w = x.shape
+    positions, positions_out = n * h * w, n * _out_size(h, s) * _out_size(w, s)
+    if positions < 2:
+        return False
+    ci, co = s.in_channels, s.out_channels
+    return positions * ci * ci + positions_out * ci * co < positions * ci * co
+
+
+def batch_moments_1x1(x: Tensor, weight: Tensor, groups: int) -> Tuple[Tensor, Tensor]:
+    """Mean and biased variance over ``(N, H, W)`` of ``conv2d(x, weight, groups=groups)`` (a 1×1
+    kernel) per output channel, from the mean and covariance of ``x``: ``W m`` and ``diag(W Σ Wᵀ)``.
+    Costs ``N·H·W·C_in²/g`` multiply-adds instead of the conv's ``N·H·W·C_in·C_out/g`` and never
+    builds the conv's output."""
+    n, c, h, w = x.shape
+    mean_x = x.mean((0, 2, 3))
+    centred = (x - mean_x.reshape(1, c, 1, 1)).transpose(0, 1).reshape(groups, c // groups, n * h * w)
+    cov = centred @ centred.transpose(1, 2) / (n * h * w)  # [g, C_in/g, C_in/g]
+    wg = weight.reshape(groups, -1, c // groups)  # [g, C_out/g, C_in/g]
+    mean = (wg @ mean_x.reshape(groups, -1, 1)).reshape(-1)
+    var = ((wg @ cov) * wg).sum(-1).reshape(-1)
+    return mean, var
+
+
+def update_running_stats(norm: _BatchNorm, mean: Tensor, var: Tensor, count: int) -> None:
+    """What a training-mode BN forward does to its buffers, given the batch ``mean`` and biased
+    ``var`` over ``count`` values per channel (momentum ``None``: cumulative average)."""
+    if norm.num_batches_tracked is not None:
+        norm.num_batches_tracked.add_(1)
+    factor = 1.0 / float(norm.num_batches_tracked) if norm.momentum is None else norm.momentum
+    with torch.no_grad():
+        norm.running_mean.mul_(1 - factor).add_(mean.detach().to(norm.running_mean), alpha=factor)
+        unbiased = var.detach() * (count / (count - 1))
+        norm.running_var.mul_(1 - factor).add_(unbiased.to(norm.running_var), alpha=factor)
+
+
+def pool_first_forward(branch: nn.Module, x: Tensor) -> Tensor:
+    """``branch(x)`` for a 1×1–AVG branch in training mode, averaging ``x`` before the 1×1 conv.
+
+    The branch computes ``BN(avg(pad_c(BN1(W x))))``. With BN1's batch statistics taken from the
+    moments of ``x`` (:func:`batch_moments_1x1`), ``BN1(z) = a z + b`` per channel, and since the 1×1
+    conv, the per-channel affine map and the average commute,
+    ``avg(pad_c(a W x + b)) = a W avg(pad_0(x)) + r b + (1 - r) c``, where ``r`` is the share of each
+    window inside the image (an average of ones) and ``c`` the padding value. So the conv runs at the
+    output resolution on ``C_in`` pooled channels, and nothing of size ``C_out`` exists at the input
+    resolution. Same value, gradients and BN1 running statistics as the branch's forward."""
+    s, norm1, weight = branch.spec, branch.norm1, branch.conv.weight
+    n, _, h, w = x.shape
+    mean, var = batch_moments_1x1(x, weight, s.groups)
+    update_running_stats(norm1, mean, var, n * h * w)
+    scale = norm1.weight / torch.sqrt(var + norm1.eps)
+    shift = norm1.bias - scale * mean
+    pad_value = T.bn_scale_shift(norm1)[1].detach()  # as the branch pads: after the statistics update
+    pooled = branch._average(F.pad(x, [s.padding] * 4))
+    inside = branch._average(F.pad(x.new_ones(1, 1, h, w), [s.padding] * 4))
+    u = F.conv2d(pooled, weight * scale.reshape(-1, 1, 1, 1), None, 1, 0, 1, s.groups)
+    u = u + inside * (shift - pad_value).reshape(1, -1, 1, 1) + pad_value.reshape(1, -1, 1, 1)
+    return branch.norm(u)
+
+
+def _run(part: nn.Module, x: Tensor) -> Tensor:
+    """One part of a block on its own: its forward, or the cheaper exact one where there is one."""
+    return pool_first_forward(part, x) if pool_first_pays(part, x) else part(x)
+
+
 def merged_forward(block: nn.Module, x: Tensor) -> Tensor:
     """``block(x)`` with every linear part (:func:`plan`) computed as one K×K conv.
 
@@ -203,7 +289,7 @@ def merged_forward(block: nn.Module, x: Tensor) -> Tensor:
     if merged in ([], ['origin']):  # nothing to fold: the per-branch forward
         out = block.origin(x)
         for branch in block.branches.values():
-            out = out + branch(x)
+            out = out + _run(branch, x)
         return out
     s = block.spec
     parts = [block.origin if name == 'origin' else block.branches[name] for name in merged]
@@ -217,7 +303,7 @@ def merged_forward(block: nn.Module, x: Tensor) -> Tensor:
         ones = torch.ones(1, 1, *x.shape[-2:], dtype=fix.dtype, device=fix.device)
         out = out + F.conv2d(ones, fix, None, s.stride, s.padding, s.dilation)
     for name in separate:
-        out = out + (block.origin(x) if name == 'origin' else block.branches[name](x))
+        out = out + (block.origin(x) if name == 'origin' else _run(block.branches[name], x))
     return out
 
 
@@ -231,4 +317,7 @@ def set_fast_forward(model: nn.Module, enabled: bool = True) -> int:
     return len(blocks)
 
 
-__all__ = ['is_linear', 'linear_form', 'merged_forward', 'plan', 'set_fast_forward', 'worth_merging']
+__all__ = [
+    'batch_moments_1x1', 'is_linear', 'linear_form', 'merged_forward', 'plan', 'pool_first_forward',
+    'pool_first_pays', 'set_fast_forward', 'update_running_stats', 'worth_merging'
+]

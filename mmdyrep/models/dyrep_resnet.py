@@ -23,6 +23,7 @@ from torch import nn
 
 from mmdyrep.core import (DyRepBlock, DyRepError, apply_structure, deploy, extract_structure, fold_conv_bias, grow,
                           growable_convs, is_evolved, iter_blocks, strip_blocks)
+from mmdyrep.core.fast_block import set_fast_forward
 
 STRUCTURE_KEY = 'dyrep_structure'
 REP_MODES = ('dyrep', 'origin', 'repvgg', 'dbb')
@@ -60,6 +61,11 @@ class DyRepResNetMixin:
         grow_candidates: fnmatch patterns of conv names that may grow (``None``: every K×K conv
             with K > 1 outside frozen stages, stem included). Frozen stages never grow.
         static_gamma_init: gamma of the new branches' last BN in the static modes (1.0, as DBB).
+        fast_forward: run every DyRep block (those grown later included) through
+            :func:`mmdyrep.core.fast_block.merged_forward`: the same function and gradients,
+            computed with fewer ops (one K×K conv for the parts whose BNs use running statistics,
+            as with ``norm_eval=True``; the stem's 1×1–AVG branch pooled first with training-mode
+            BNs). ``False`` (default): the per-branch reference forward.
     """
 
     def __init__(self,
@@ -67,6 +73,7 @@ class DyRepResNetMixin:
                  rep_mode: str = 'dyrep',
                  grow_candidates: Optional[Sequence[str]] = None,
                  static_gamma_init: float = 1.0,
+                 fast_forward: bool = False,
                  **kwargs):
         if rep_mode not in REP_MODES:
             raise DyRepError(f"unknown rep_mode '{rep_mode}' (choose from {', '.join(REP_MODES)})")
@@ -77,6 +84,7 @@ class DyRepResNetMixin:
         self.rep_mode = rep_mode
         self.grow_candidates = list(grow_candidates) if grow_candidates is not None else None
         self.static_gamma_init = static_gamma_init
+        self.fast_forward = bool(fast_forward)
         self._regrow_static = False
         self.register_load_state_dict_post_hook(_after_load)
         if rep_mode in STATIC_BRANCHES:
@@ -111,6 +119,11 @@ class DyRepResNetMixin:
         names = list(self.dyrep_candidates())  # called on a plain model only
         grow(self, names, STATIC_BRANCHES[self.rep_mode], gamma_init=self.static_gamma_init, calibrate=calibrate,
              skip_unfit=True)
+
+    def forward(self, x):
+        if self.fast_forward:  # blocks grown since the last call start with the class default
+            set_fast_forward(self, True)
+        return super().forward(x)
 
     # ------------------------------------------------------------- state dict
     def dyrep_structure(self) -> dict:

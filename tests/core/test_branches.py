@@ -89,6 +89,27 @@ def test_transforms_match_sequential_ops():
         T.pad_to_kernel(torch.ones(1, 1, 2, 2), 5)
 
 
+@pytest.mark.parametrize('pad', [1, 3])
+def test_constant_pad_equals_reference_with_gradients(pad):
+    """One-pass constant_pad == F.pad(x - v) + v: value, first and second derivatives (GraSP)."""
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(2, 3, 5, 4, generator=g, dtype=torch.float64, requires_grad=True)
+    v = torch.randn(3, generator=g, dtype=torch.float64, requires_grad=True)
+    out = T.constant_pad(x, pad, v)
+    ref = F.pad(x - v.reshape(1, -1, 1, 1), [pad] * 4) + v.reshape(1, -1, 1, 1)
+    assert torch.allclose(out, ref, rtol=0, atol=1e-14)  # the reference rounds x - v + v
+    assert torch.equal(out[:, :, pad:-pad, pad:-pad], x)  # this one keeps x exactly
+    w = torch.randn(out.shape, generator=g, dtype=torch.float64)
+    gx, gv = torch.autograd.grad((out * w).sum(), (x, v))
+    rx, rv = torch.autograd.grad((ref * w).sum(), (x, v))
+    assert torch.allclose(gx, rx, rtol=0, atol=1e-12) and torch.allclose(gv, rv, rtol=0, atol=1e-12)
+    assert torch.autograd.gradcheck(lambda a, b: T.constant_pad(a, pad, b), (x, v))
+    assert torch.autograd.gradgradcheck(lambda a, b: T.constant_pad(a, pad, b) ** 2, (x, v))
+    assert T.constant_pad(x, 0, v) is x
+    half = T.constant_pad(x.detach().float(), pad, v.detach())  # value cast to the input's dtype
+    assert half.dtype == torch.float32 and torch.allclose(half.double(), ref.detach(), atol=1e-6)
+
+
 @pytest.mark.parametrize('conv, reason', [
     (nn.Conv2d(4, 4, 1), '1x1'),
     (nn.Conv2d(4, 4, 4, padding=2), 'even kernel'),

@@ -161,6 +161,53 @@ def test_1x1_kxk_runs_apart_when_its_kernel_costs_more(monkeypatch):
         assert_same(block, x, norm_eval)
 
 
+@pytest.mark.parametrize('spec', [
+    (3, 8, 7, 2, 3, 1, 1),  # the ResNet stem
+    (3, 12, 3, 2, 2, 2, 1),  # dilated
+    (4, 16, 5, 2, 2, 1, 2),  # grouped
+])
+def test_train_mode_1x1_avg_pools_first_exactly(spec):
+    """Training-mode BNs (mmpretrain, mmseg's BN): the 1x1-AVG branch of a conv with few input
+    channels averages its input first; value, every gradient and BN1's running statistics agree."""
+    block = make_block(spec)
+    x = torch.randn(2, spec[0], 21, 26, dtype=torch.float64) * 2 + 0.5
+    block.train()
+    assert fast_block.pool_first_pays(block.branches['1x1_avg'], x)
+    fast = assert_same(block, x, lambda b: b.train())
+    assert int(fast.branches['1x1_avg'].norm1.num_batches_tracked) == 1
+    # BN calibration (momentum None, cumulative average) over two batches, no gradients
+    ref, fast = copy.deepcopy(block), copy.deepcopy(block)
+    for b in (ref, fast):
+        b.branches['1x1_avg'].norm1.reset_running_stats()
+        b.branches['1x1_avg'].norm1.momentum = None
+    with torch.no_grad():
+        for seed in (1, 2):
+            xb = torch.randn(3, spec[0], 17, 15, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+            assert rel(merged_forward(fast, xb), ref(xb)) <= TOL
+    for (name, br), (_, bf) in zip(ref.named_buffers(), fast.named_buffers()):
+        assert rel(bf.double(), br.double()) <= TOL, name
+
+
+def test_pool_first_only_where_it_applies_and_pays():
+    x = torch.randn(2, 6, 12, 12, dtype=torch.float64)
+    block = make_block(SPECS['residual'])  # C_in = C_out, stride 1: the Gram costs as much as the conv
+    block.train()
+    assert not fast_block.pool_first_pays(block.branches['1x1_avg'], x)
+    stem = make_block(SPECS['stem7x7'])
+    x = torch.randn(2, 3, 12, 12, dtype=torch.float64)
+    branch = stem.branches['1x1_avg']
+    stem.train()
+    assert fast_block.pool_first_pays(branch, x)
+    assert not fast_block.pool_first_pays(branch, x[:, :, :1, :1])  # one value per channel: BN's own error
+    assert not fast_block.pool_first_pays(stem.branches['1x1'], x)
+    branch.norm1.eval()  # running statistics: linear, merged instead
+    assert not fast_block.pool_first_pays(branch, x)
+    branch.norm1.train()
+    sync = nn.SyncBatchNorm(branch.norm1.num_features).double()
+    branch.norm1 = sync  # statistics over processes: left to the BN itself
+    assert not fast_block.pool_first_pays(branch, x)
+
+
 def test_tiny_inputs_run_per_branch():
     block = make_block(SPECS['residual'])
     norm_eval(block)

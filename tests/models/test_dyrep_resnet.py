@@ -73,6 +73,41 @@ def test_trains_before_and_after_growth(toolbox):
     assert new and not missing, missing
 
 
+@pytest.mark.parametrize('toolbox', ['mmdet', 'mmpretrain'])
+def test_fast_forward_option_matches_the_reference(toolbox):
+    """``fast_forward=True``: blocks grown after construction (nested ones too) run merged_forward
+    (mmdet: norm_eval, one conv per block; mmpretrain: training-mode BNs, the stem's 1x1-AVG pooled
+    first) with the outputs, gradients and BN statistics of the per-branch forward. Compared in
+    float64: in float32 the tiny maps and batches here make BN amplify rounding to a few % in
+    the gradients of either forward."""
+    import copy
+    from mmdyrep.core.fast_block import set_fast_forward
+    torch.manual_seed(0)
+    model = build(toolbox, fast_forward=True)
+    evolve(model, toolbox, batch(toolbox, size=SIZES[toolbox]))
+    model.train()  # mmdet keeps its BNs in eval mode (norm_eval)
+    fast = copy.deepcopy(model.backbone).double()
+    ref = copy.deepcopy(fast)
+    ref.fast_forward = False
+    set_fast_forward(ref, False)
+    x = torch.randn(2, 3, *SIZES[toolbox], generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    results = []
+    for bb in (fast, ref):
+        outs = bb(x)
+        weights = [torch.randn(o.shape, generator=torch.Generator().manual_seed(i), dtype=o.dtype)
+                   for i, o in enumerate(outs)]
+        sum((o * w).sum() for o, w in zip(outs, weights)).backward()
+        results.append((outs, [p.grad if p.grad is not None else torch.zeros_like(p) for p in bb.parameters()]))
+    assert all(block.fast_forward for _, block in iter_blocks(fast))
+    assert not any(block.fast_forward for _, block in iter_blocks(ref))
+    (outs, grads), (ref_outs, ref_grads) = results
+    assert rel_err(outs, ref_outs) <= 1e-10
+    scale = max(g.abs().max() for g in ref_grads)
+    assert max((g - r).abs().max() for g, r in zip(grads, ref_grads)) <= 1e-10 * scale
+    for a, b in zip(fast.buffers(), ref.buffers()):  # BN statistics updated alike
+        assert torch.allclose(a.double(), b.double(), rtol=1e-10, atol=1e-12)
+
+
 @pytest.mark.parametrize('toolbox', TOOLBOXES)
 def test_unevolved_is_the_stock_resnet(toolbox, tmp_path):
     torch.manual_seed(0)

@@ -7,6 +7,8 @@ import torch
 from mmengine.config import Config
 from mmengine.registry import init_default_scope
 
+from mmdyrep.datasets.batches import random_batch
+
 TOOLBOX_CONFIGS = {
     'mmdet': 'mmdet::faster_rcnn/faster-rcnn_r50_fpn_1x_coco.py',
     'mmseg': 'mmseg::pspnet/pspnet_r50-d8_4xb2-40k_cityscapes-512x1024.py',
@@ -67,34 +69,7 @@ def build(toolbox: str, dyrep: bool = True, **backbone):
 
 def batch(toolbox: str, seed: int = 0, size=(96, 128), batch_size: int = 2):
     """A small real batch (inputs + data samples) for ``model.data_preprocessor``."""
-    g = torch.Generator().manual_seed(seed)
-    h, w = size
-    inputs = [torch.randint(0, 256, (3, h, w), generator=g, dtype=torch.uint8) for _ in range(batch_size)]
-    if toolbox == 'mmdet':
-        from mmdet.structures import DetDataSample
-        from mmengine.structures import InstanceData
-        samples = []
-        for _ in range(batch_size):
-            s = DetDataSample(metainfo=dict(img_shape=(h, w), ori_shape=(h, w), pad_shape=(h, w),
-                                            scale_factor=(1.0, 1.0), batch_input_shape=(h, w)))
-            xy = torch.rand(3, 2, generator=g) * torch.tensor([w / 2, h / 2])
-            wh = torch.rand(3, 2, generator=g) * torch.tensor([w / 2, h / 2]) + 8
-            s.gt_instances = InstanceData(bboxes=torch.cat([xy, xy + wh], 1),
-                                          labels=torch.randint(0, 80, (3, ), generator=g))
-            samples.append(s)
-    elif toolbox == 'mmseg':
-        from mmengine.structures import PixelData
-        from mmseg.structures import SegDataSample
-        samples = []
-        for _ in range(batch_size):
-            s = SegDataSample(metainfo=dict(img_shape=(h, w), ori_shape=(h, w), pad_shape=(h, w)))
-            s.gt_sem_seg = PixelData(data=torch.randint(0, 19, (1, h, w), generator=g))
-            samples.append(s)
-    else:
-        from mmpretrain.structures import DataSample
-        samples = [DataSample().set_gt_label(int(torch.randint(0, 1000, (1, ), generator=g)))
-                   for _ in range(batch_size)]
-    return dict(inputs=inputs, data_samples=samples)
+    return random_batch(toolbox, size, batch_size, seed)
 
 
 def loss_of(model, data) -> torch.Tensor:

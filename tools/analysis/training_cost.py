@@ -21,8 +21,10 @@ detector heads see the same features and do the same work):
 * ``dyrep-f`` the same, grown to ``--dyrep-flops-ratio`` (1.25) x the plain backbone's FLOPs
   instead: synflow tends to pick convs with many FLOPs per parameter (early stages), so the
   params-sized structure can carry far more FLOPs than Table 3's (+23 % for ResNet-50).
-* ``<mode>+fast`` (models whose backbone keeps its BNs in eval mode, e.g. mmdet's
-  ``norm_eval=True``): the same model with :func:`mmdyrep.core.fast_block.merged_forward`.
+* ``<mode>+fast``: the same model with the backbone's ``fast_forward=True``
+  (:func:`mmdyrep.core.fast_block.merged_forward`: one K×K conv per block where the BNs use
+  running statistics, e.g. mmdet's ``norm_eval=True``; with training-mode BNs the stem's
+  1×1–AVG branch pooled first). Same function and gradients as the per-branch forward.
 
 A *step* is data preprocessing + forward + loss + backward + SGD step (momentum 0.9) on a fixed
 batch. Steps are interleaved round-robin across the modes (the order rotates every round), after
@@ -40,7 +42,6 @@ DBB >= 1.5x origin (the cost DyRep avoids; the paper: ~1.7x GPU days on ResNet-1
 """
 import argparse
 import copy
-import functools
 import importlib
 import json
 import os.path as osp
@@ -53,6 +54,7 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 
 import torch  # noqa: E402
 
+from mmdyrep.datasets.batches import random_batch  # noqa: E402
 from mmdyrep.models.dyrep_resnet import STATIC_BRANCHES  # noqa: E402
 
 MODELS = {  # name: (toolbox, depth)
@@ -116,27 +118,8 @@ def set_threads(args) -> bool:
 
 
 def make_batch(toolbox: str, size, batch_size: int, seed: int = 0) -> dict:
-    """A batch in the toolbox's data format: random images; boxes + labels or class labels."""
-    g = torch.Generator().manual_seed(seed)
-    h, w = size
-    inputs = [torch.randint(0, 256, (3, h, w), generator=g, dtype=torch.uint8) for _ in range(batch_size)]
-    if toolbox == 'mmdet':
-        from mmdet.structures import DetDataSample
-        from mmengine.structures import InstanceData
-        samples = []
-        for _ in range(batch_size):
-            s = DetDataSample(metainfo=dict(img_shape=(h, w), ori_shape=(h, w), pad_shape=(h, w),
-                                            scale_factor=(1.0, 1.0), batch_input_shape=(h, w)))
-            xy = torch.rand(4, 2, generator=g) * torch.tensor([w / 2, h / 2])
-            wh = torch.rand(4, 2, generator=g) * torch.tensor([w / 2, h / 2]) + 16
-            s.gt_instances = InstanceData(bboxes=torch.cat([xy, xy + wh], 1),
-                                          labels=torch.randint(0, 80, (4, ), generator=g))
-            samples.append(s)
-    else:
-        from mmpretrain.structures import DataSample
-        samples = [DataSample().set_gt_label(int(torch.randint(0, 1000, (1, ), generator=g)))
-                   for _ in range(batch_size)]
-    return dict(inputs=inputs, data_samples=samples)
+    """A batch in the toolbox's data format: random images; 4 boxes + labels or class labels."""
+    return random_batch(toolbox, size, batch_size, seed, num_boxes=4, min_box=16)
 
 
 def loss_of(model, data) -> torch.Tensor:
@@ -251,19 +234,14 @@ def grow_static(model, mode: str, calib_batches) -> None:
 
 
 def enable_fast_forward(model) -> int:
-    """Use merged_forward in every DyRep block (through ``DyRepBlock.fast_forward`` once block.py reads it;
-    until then by binding it as the blocks' forward)."""
-    from mmdyrep.core import DyRepBlock, iter_blocks
-    from mmdyrep.core.fast_block import merged_forward, set_fast_forward
-    n = set_fast_forward(model, True)
-    if 'fast_forward' not in vars(DyRepBlock):
-        for _, block in iter_blocks(model):
-            block.forward = functools.partial(merged_forward, block)
-    return n
-
-
-def bn_eval_backbone(model) -> bool:
-    return bool(getattr(backbone_of(model), 'norm_eval', False))
+    """``fast_forward=True`` on the model's DyRepResNet (as a config would set it) and on its blocks;
+    returns the number of blocks."""
+    from mmdyrep.core.fast_block import set_fast_forward
+    from mmdyrep.models import DyRepResNetMixin
+    for module in model.modules():
+        if isinstance(module, DyRepResNetMixin):
+            module.fast_forward = True
+    return set_fast_forward(model, True)
 
 
 # ---------------------------------------------------------------------- measurement
@@ -354,8 +332,7 @@ def run_model(name: str, args) -> dict:
             'flops_ratio': c['flops'] / reference['flops'],
             'blocks': sum(1 for _ in iter_blocks(bb))}
     runners = [Runner(mode, model, data, args.device, evolvers.get(mode)) for mode, model in models.items()]
-    fast = args.fast == 'on' or (args.fast == 'auto' and bn_eval_backbone(models[args.modes[0]]))
-    if fast:
+    if args.fast == 'on':
         for mode in args.modes:
             if mode == 'origin':
                 continue
@@ -493,8 +470,8 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     p.add_argument('--models', nargs='+', default=list(MODELS), choices=list(MODELS))
     p.add_argument('--modes', nargs='+', default=list(BASE_MODES), choices=list(BASE_MODES))
-    p.add_argument('--fast', choices=('auto', 'on', 'off'), default='auto',
-                   help='also time <mode>+fast (auto: when the backbone keeps its BNs in eval mode)')
+    p.add_argument('--fast', choices=('on', 'off'), default='on',
+                   help='also time every mode but origin with the backbone\'s fast_forward=True (<mode>+fast)')
     p.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
     p.add_argument('--repeats', type=int, default=None, help='timed rounds (default 3 on CPU, 20 on CUDA)')
     p.add_argument('--warmup', type=int, default=None, help='untimed rounds (default 1 on CPU, 5 on CUDA)')

@@ -7,4 +7,5 @@
 # backbone initialised from a deployed configs/imagenet_dbb_r50.py checkpoint.)
 _base_ = ['mmdet::faster_rcnn/faster-rcnn_r50_fpn_1x_coco.py', './_base_/mmdet_dyrep.py']
 
-model = dict(backbone=dict(type='DyRepResNet', rep_mode='dbb'))
+# fast_forward: each block runs as one K×K conv (norm_eval=True; exact, docs/benchmarks.md).
+model = dict(backbone=dict(type='DyRepResNet', rep_mode='dbb', fast_forward=True))

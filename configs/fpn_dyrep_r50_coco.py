@@ -13,7 +13,9 @@
 #   python tools/deploy.py configs/fpn_dyrep_r50_coco.py work_dirs/fpn_dyrep_r50_coco/epoch_12.pth fpn_r50.pth
 _base_ = ['mmdet::faster_rcnn/faster-rcnn_r50_fpn_1x_coco.py', './_base_/mmdet_dyrep.py']
 
-model = dict(backbone=dict(type='DyRepResNet', rep_mode='dyrep'))
+# fast_forward: with norm_eval=True every block runs as ONE K×K conv built from its branches at
+# each step (mmdyrep.core.fast_block; same outputs and gradients, see docs/benchmarks.md).
+model = dict(backbone=dict(type='DyRepResNet', rep_mode='dyrep', fast_forward=True))
 
 custom_hooks = [
     dict(type='DyRepHook', interval=1, begin=0, end=10, metric='synflow', topk=1, gamma_init=0.01,

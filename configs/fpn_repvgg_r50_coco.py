@@ -5,4 +5,5 @@
 # torchvision ResNet-50 weights load into the K×K convs. No DyRepHook. Deploy with tools/deploy.py.
 _base_ = ['mmdet::faster_rcnn/faster-rcnn_r50_fpn_1x_coco.py', './_base_/mmdet_dyrep.py']
 
-model = dict(backbone=dict(type='DyRepResNet', rep_mode='repvgg'))
+# fast_forward: each block runs as one K×K conv (norm_eval=True; exact, docs/benchmarks.md).
+model = dict(backbone=dict(type='DyRepResNet', rep_mode='repvgg', fast_forward=True))

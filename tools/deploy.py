@@ -22,6 +22,7 @@ passes; the input is never overwritten.
 import argparse
 import copy
 import importlib
+import inspect
 import os
 import os.path as osp
 import sys
@@ -32,11 +33,13 @@ sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 import torch  # noqa: E402
 from mmengine.config import Config, DictAction  # noqa: E402
 
+from mmdyrep.models.dyrep_resnet import DyRepResNetMixin  # noqa: E402
 from runner_setup import (engine_error, fail, import_engine, load_config, run_main,  # noqa: E402
                           sync_bn_to_bn)
 
-#: backbone arguments that only DyRepResNet knows
-DYREP_ARGS = ('rep_mode', 'grow_candidates', 'static_gamma_init')
+#: backbone arguments that only DyRepResNet knows (rep_mode, grow_candidates, fast_forward, ...)
+DYREP_ARGS = tuple(name for name, p in inspect.signature(DyRepResNetMixin.__init__).parameters.items()
+                   if p.kind is p.KEYWORD_ONLY)
 DEPLOY_META_KEY = 'dyrep_deploy'
 
 

@@ -67,9 +67,11 @@ class DyRepBlock(nn.Module):
         return (self.spec.stride, ) * 2
 
     #: Opt-in (:mod:`mmdyrep.core.fast_block`): run the origin and every branch whose BNs use running
-    #: statistics (mmdet's norm_eval=True) as ONE K×K conv; same outputs and gradients. Set per block
-    #: (``fast_block.set_fast_forward(model)``) or for all (``DyRepBlock.fast_forward = True``).
-    #: Ignored while tracing, so FLOP counts stay those of the per-branch structure.
+    #: statistics (mmdet's norm_eval=True) as ONE K×K conv, and a training-mode stem's 1×1–AVG branch
+    #: pooled first; same outputs and gradients. Set per block (``fast_block.set_fast_forward(model)``),
+    #: for a whole backbone (``DyRepResNet(fast_forward=True)``, also for blocks grown later) or for all
+    #: (``DyRepBlock.fast_forward = True``). Ignored while tracing, so FLOP counts stay those of the
+    #: per-branch structure.
     fast_forward: bool = False
 
     def forward(self, x: Tensor) -> Tensor:

@@ -35,7 +35,7 @@ from mmengine.config import Config, DictAction  # noqa: E402
 
 from mmdyrep.models.dyrep_resnet import DyRepResNetMixin  # noqa: E402
 from runner_setup import (engine_error, fail, import_engine, load_config, run_main,  # noqa: E402
-                          sync_bn_to_bn)
+                          sync_bn_to_bn, walk_dicts)
 
 #: backbone arguments that only DyRepResNet knows (rep_mode, grow_candidates, fast_forward, ...)
 DYREP_ARGS = tuple(name for name, p in inspect.signature(DyRepResNetMixin.__init__).parameters.items()
@@ -117,16 +117,7 @@ def _short_type(kind) -> str:
 
 def dyrep_backbones(node, path='model') -> List[Tuple[str, dict]]:
     """Every ``dict(type='DyRep...')`` inside a model config, with its path."""
-    found = []
-    if isinstance(node, dict):
-        if _short_type(node.get('type')).startswith('DyRep'):
-            found.append((path, node))
-        for key, value in node.items():
-            found += dyrep_backbones(value, f'{path}.{key}')
-    elif isinstance(node, (list, tuple)):
-        for i, value in enumerate(node):
-            found += dyrep_backbones(value, f'{path}[{i}]')
-    return found
+    return [(where, d) for where, d in walk_dicts(node, path) if _short_type(d.get('type')).startswith('DyRep')]
 
 
 def make_dyrep(model_cfg: dict, scope: str) -> None:

@@ -17,7 +17,7 @@ import importlib
 import os
 import os.path as osp
 import sys
-from typing import List, Optional, Tuple
+from typing import Iterator, List, Optional, Tuple
 
 REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 try:
@@ -119,19 +119,26 @@ def default_work_dir(cfg: Config, config_path: str, work_dir: Optional[str]) -> 
     return osp.join('./work_dirs', osp.splitext(osp.basename(config_path))[0])
 
 
+def walk_dicts(node, path: str = 'cfg') -> Iterator[Tuple[str, dict]]:
+    """Every dict inside a config tree (dicts, lists, tuples), parents first, with its path
+    (``cfg.model.backbone``, ``cfg.train_pipeline[2]``)."""
+    if isinstance(node, dict):
+        yield path, node
+        for key, value in node.items():
+            yield from walk_dicts(value, f'{path}.{key}')
+    elif isinstance(node, (list, tuple)):
+        for i, value in enumerate(node):
+            yield from walk_dicts(value, f'{path}[{i}]')
+
+
 def sync_bn_to_bn(node, path: str = 'cfg') -> List[str]:
     """Rewrite every ``type='*SyncBN'`` dict in ``node`` to ``'BN'`` in place; returns their paths."""
     found = []
-    if isinstance(node, dict):
-        kind = node.get('type')
+    for where, d in walk_dicts(node, path):
+        kind = d.get('type')
         if isinstance(kind, str) and kind.split('.')[-1].lower().endswith('syncbn'):
-            node['type'] = 'BN'
-            found.append(path)
-        for key, value in node.items():
-            found += sync_bn_to_bn(value, f'{path}.{key}')
-    elif isinstance(node, (list, tuple)):
-        for i, value in enumerate(node):
-            found += sync_bn_to_bn(value, f'{path}[{i}]')
+            d['type'] = 'BN'
+            found.append(where)
     return found
 
 

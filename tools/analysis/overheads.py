@@ -23,7 +23,6 @@ CPU defaults are small (batch 8 at 224x224, 3 repeats); the scoring % shrinks as
 """
 import argparse
 import copy
-import json
 import os.path as osp
 import statistics
 import sys
@@ -36,7 +35,7 @@ import torch  # noqa: E402
 from torch.nn.modules.batchnorm import _BatchNorm  # noqa: E402
 
 from training_cost import (_sync, set_threads, backbone_of, build_model, evolve_dyrep, loss_of, machine,  # noqa: E402
-                           make_batch, num_params, quiet_mmengine)
+                           make_batch, num_params, quiet_mmengine, write_json)
 
 TARGETS = {
     'scoring_percent': ('<=', 2.0, 1.0),
@@ -217,11 +216,7 @@ def main(argv=None) -> int:
     for c in checks:
         aim = f', aim {c["aim"]:g}' if c['aim'] else ''
         print(f'{"PASS" if c["pass"] else "FAIL"}  {c["metric"]:22} {c["value"]:.3g} (target {c["target"]}{aim})')
-    if args.out:
-        with open(args.out, 'w') as f:
-            json.dump({'machine': info, 'command': ' '.join(sys.argv), 'args': vars(args), 'results': results,
-                       'targets': checks}, f, indent=1)
-        print(f'wrote {args.out}')
+    write_json(args, info, results=results, targets=checks)
     return 0
 
 

@@ -506,6 +506,15 @@ def parse_args(argv=None):
     return args
 
 
+def write_json(args, info: dict, **payload) -> None:
+    """With ``--out``: the machine, the command line, the arguments and ``payload`` as JSON."""
+    if not args.out:
+        return
+    with open(args.out, 'w') as f:
+        json.dump({'machine': info, 'command': ' '.join(sys.argv), 'args': vars(args), **payload}, f, indent=1)
+    print(f'wrote {args.out}')
+
+
 def quiet_mmengine() -> None:
     """No INFO lines from mmengine (e.g. every parameter's init) between the measurements."""
     import logging
@@ -520,11 +529,7 @@ def main(argv=None) -> int:
     print(f'machine: {info}')
     if args.block_shapes:
         blocks = run_blocks(args.block_shapes, args)
-        if args.out:
-            with open(args.out, 'w') as f:
-                json.dump({'machine': info, 'command': ' '.join(sys.argv), 'args': vars(args), 'blocks': blocks}, f,
-                          indent=1)
-            print(f'wrote {args.out}')
+        write_json(args, info, blocks=blocks)
         return 0
     results = {}
     for name in args.models:
@@ -532,11 +537,7 @@ def main(argv=None) -> int:
         results[name] = run_model(name, args)
     checks = check_targets(results)
     print_table(results, checks)
-    if args.out:
-        with open(args.out, 'w') as f:
-            json.dump({'machine': info, 'command': ' '.join(sys.argv), 'args': vars(args), 'results': results,
-                       'targets': checks}, f, indent=1)
-        print(f'wrote {args.out}')
+    write_json(args, info, results=results, targets=checks)
     return 0
 
 

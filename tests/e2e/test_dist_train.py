@@ -1,4 +1,5 @@
-"""tools/dist_train.sh: 2 processes with torchrun on this (CPU) machine, gloo + CPU-capable DDP."""
+"""tools/dist_train.sh and tools/dist_test.sh: 2 processes with torchrun on this (CPU) machine,
+gloo + CPU-capable DDP."""
 from .helpers import TINY_CLS, TOOLS, free_port, history, log_files, output, run_tool, updates
 
 
@@ -17,3 +18,9 @@ def test_dist_train_two_cpu_processes(tmp_path, imagenet_env):
     assert [r['epoch'] for r in updates(work_dir)] == [1, 2]
     assert text.count('2 ranks agree on structure and weights') == 2
     assert history(work_dir)['records'][-1]['structure']['blocks']
+    # tools/dist_test.sh on the same checkpoint, 2 processes: the evolved model is evaluated
+    proc = run_tool([TOOLS / 'dist_test.sh', TINY_CLS, work_dir / 'epoch_3.pth', 2, '--work-dir', tmp_path / 'test'],
+                    env=dict(env, PORT=str(free_port())))
+    text = output(proc)
+    assert 'Distributed launcher: pytorch' in text
+    assert 'accuracy/top1' in text

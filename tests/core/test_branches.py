@@ -9,6 +9,7 @@ from torch import nn
 from mmdyrep.core import BRANCH_TYPES, ConvSpec, UnsupportedConvError, build_branch
 from mmdyrep.core import transforms as T
 from mmdyrep.core.branches import default_norm_factory
+from .conftest import rel_err
 
 BOUNDS = {torch.float64: 1e-9, torch.float32: 1e-5}
 
@@ -25,10 +26,6 @@ def randomise_norms(module, generator):
             m.running_var.copy_(torch.rand(n, generator=generator) + 0.5)
             m.weight.data.copy_(torch.randn(n, generator=generator))
             m.bias.data.copy_(torch.randn(n, generator=generator))
-
-
-def rel_err(a, b):
-    return ((a - b).abs().max() / b.abs().max()).item()
 
 
 @pytest.mark.parametrize('dtype', [torch.float64, torch.float32])

@@ -107,6 +107,30 @@ def test_constant_pad_equals_reference_with_gradients(pad):
     assert half.dtype == torch.float32 and torch.allclose(half.double(), ref.detach(), atol=1e-6)
 
 
+@pytest.mark.parametrize('k, s, d', [(3, 1, 1), (3, 2, 1), (7, 2, 1), (3, 1, 2)])
+def test_1x1_avg_average_equals_pooling(k, s, d):
+    """The 1x1-AVG branch's K×K average (a depthwise conv on CPU) is avg_pool2d's (of the dilated
+    window, for d > 1), value and gradient, in float64 and float32."""
+    g = torch.Generator().manual_seed(k + s + d)
+    branch = build_branch('1x1_avg', ConvSpec.from_conv(nn.Conv2d(6, 6, k, s, d * (k // 2), d)),
+                          default_norm_factory)
+    for dtype, tol in ((torch.float64, 1e-13), (torch.float32, 1e-6)):
+        y = torch.randn(2, 6, 13, 11, generator=g, dtype=dtype, requires_grad=True)
+        w = torch.randn(1, generator=g, dtype=dtype)  # scale the loss: the gradient is not trivially 1/K²
+        if d == 1:
+            ref = F.avg_pool2d(y, k, s)
+        else:  # average of the d-spaced taps: pool every dilation phase, keep the strided window starts
+            taps = [y[:, :, i * d:, j * d:][:, :, :y.shape[2] - (k - 1) * d, :y.shape[3] - (k - 1) * d]
+                    for i in range(k) for j in range(k)]
+            ref = (sum(taps) / k**2)[:, :, ::s, ::s]
+        out = branch._average(y)
+        assert out.shape == ref.shape and rel_err(out, ref) < tol
+        target = torch.randn(out.shape, generator=g, dtype=dtype)
+        got, = torch.autograd.grad((out * target * w).sum(), y)
+        want, = torch.autograd.grad((ref * target * w).sum(), y)
+        assert rel_err(got, want) < tol
+
+
 @pytest.mark.parametrize('conv, reason', [
     (nn.Conv2d(4, 4, 1), '1x1'),
     (nn.Conv2d(4, 4, 4, padding=2), 'even kernel'),

@@ -3,6 +3,7 @@
     python tools/analysis/training_cost.py [--models r18-cls r50-cls r18-det r50-det]
         [--repeats 5] [--device cpu|cuda] [--out cost.json]
     python tools/analysis/training_cost.py --block-shapes 256,50,84,2 ...   # one block: per branch vs merged
+    python tools/analysis/training_cost.py --avg-shapes 8,64,56,56,3,1 ...  # the 1x1-AVG branch's average
 
 For each model, one copy per re-parameterization mode, all from the same initial weights (so the
 detector heads see the same features and do the same work):
@@ -413,6 +414,40 @@ def run_blocks(shapes, args) -> dict:
     return out
 
 
+def run_avg(shapes, args) -> dict:
+    """The K×K average of a 1×1–AVG branch (input already padded) as ``F.avg_pool2d`` and as the
+    branch runs it (``Conv1x1AvgBranch._average``: a depthwise conv on CPU), forward + backward,
+    interleaved, median of ``--repeats`` after ``--warmup``; and their largest difference."""
+    import torch.nn.functional as F
+    from torch import nn
+    from mmdyrep.core import ConvSpec, build_branch
+    from mmdyrep.core.branches import default_norm_factory
+    out = {}
+    for shape in shapes:
+        n, c, h, w, k, s = (int(v) for v in shape.split(','))
+        spec = ConvSpec.from_conv(nn.Conv2d(c, c, k, s, k // 2, bias=False))
+        branch = build_branch('1x1_avg', spec, default_norm_factory).to(args.device)
+        p = k // 2
+        y = torch.randn(n, c, h + 2 * p, w + 2 * p, device=args.device, requires_grad=True)
+        runs = (('avg_pool2d', lambda: F.avg_pool2d(y, k, s)), ('branch', lambda: branch._average(y)))
+        times = {name: [] for name, _ in runs}
+        for i in range(args.warmup + args.repeats):
+            for name, fn in runs:
+                _sync(args.device)
+                t0 = time.perf_counter()
+                fn().sum().backward()
+                _sync(args.device)
+                if i >= args.warmup:
+                    times[name].append(time.perf_counter() - t0)
+        res = {name: statistics.median(v) * 1e3 for name, v in times.items()}
+        with torch.no_grad():
+            res['max_abs_diff'] = (F.avg_pool2d(y, k, s) - branch._average(y)).abs().max().item()
+        out[shape] = res
+        print(f'  average {k}x{k}/{s} on {n}x{c}x{h}x{w}: avg_pool2d {res["avg_pool2d"]:.2f} ms, '
+              f'branch {res["branch"]:.2f} ms, max |diff| {res["max_abs_diff"]:.1e}', flush=True)
+    return out
+
+
 def check_targets(results: dict) -> list:
     checks = []
     for name, res in results.items():
@@ -491,6 +526,8 @@ def parse_args(argv=None):
     p.add_argument('--no-memory', dest='memory', action='store_false')
     p.add_argument('--block-shapes', nargs='+', default=None, metavar='C,H,W,N',
                    help='instead of the models: time one grown 3x3 conv per shape, per branch vs merged_forward')
+    p.add_argument('--avg-shapes', nargs='+', default=None, metavar='N,C,H,W,K,S',
+                   help="time the 1x1-AVG branch's KxK average against avg_pool2d instead")
     p.add_argument('--threads', type=int, default=None,
                    help='torch CPU threads (default on CPU: 1, steadier on a shared machine; 0: torch default)')
     p.add_argument('--out', default=None, help='write the results as JSON')
@@ -530,6 +567,9 @@ def main(argv=None) -> int:
     if args.block_shapes:
         blocks = run_blocks(args.block_shapes, args)
         write_json(args, info, blocks=blocks)
+        return 0
+    if args.avg_shapes:
+        write_json(args, info, averages=run_avg(args.avg_shapes, args))
         return 0
     results = {}
     for name in args.models:

@@ -149,7 +149,8 @@ def test_float64_grow_cut_deploy_exact(image, batches):
     model = make_resnet18().double()
     x = image.double()
     ref = model(x)
-    blocks = grow(model, ['conv1', 'layer2.0.conv2', 'layer4.1.conv1'], calibrate=calibrator([b.double() for b in batches]))
+    blocks = grow(model, ['conv1', 'layer2.0.conv2', 'layer4.1.conv1'],
+                  calibrate=calibrator([b.double() for b in batches]))
     grow(model, ['conv1.branches.1x1_kxk.kxk'])
     assert rel_err(model(x), ref) <= 1e-12
     set_importances(blocks['conv1'], {'1x1_kxk': 0.3, '1x1_avg': 0.01, '1x1': 0.25, '1xk': 0.02, 'kx1': 0.2})

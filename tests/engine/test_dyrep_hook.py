@@ -220,7 +220,8 @@ def test_bad_configuration_is_refused_before_training(tmp_path):
             runner.train()
         assert not glob.glob(osp.join(work, '*.pth'))
 
-    refused(imagenet_cfg(data, work, epochs=2, hook=dict(end=5)), r'window begin=0, end=5 lies outside the run \(2 epochs\)')
+    refused(imagenet_cfg(data, work, epochs=2, hook=dict(end=5)),
+            r'window begin=0, end=5 lies outside the run \(2 epochs\)')
     refused(imagenet_cfg(data, work, epochs=2, hook=dict(interval=3)), 'no update fits')
     cfg = imagenet_cfg(data, work, epochs=2)
     cfg.model.backbone.type = 'ResNet'

@@ -60,6 +60,23 @@ def test_training_cost_classifier_all_modes(tmp_path):
         assert res['modes'][mode]['peak_mb'] > res['modes'][mode]['state_mb'] > 0
     check_judged(result['targets'], result['results'])
 
+    # --replay: the same grows (and cuts) as recorded, not chosen again; bad files are named
+    first = tmp_path / 'first.json'
+    (tmp_path / 'out.json').rename(first)
+    again = run_json(tmp_path, TC, '--models', 'r18-cls', '--cls-size', '32', '32', '--cls-batch', '2',
+                     '--calib-batches', '1', '--modes', 'dyrep', 'dyrep-f', '--fast', 'off', '--no-memory',
+                     '--replay', first)['results']['r18-cls']
+    assert set(again['modes']) == {'origin', 'dyrep', 'dyrep-f'}
+    for mode in ('dyrep', 'dyrep-f'):
+        assert again[f'{mode}_grown'] == res[f'{mode}_grown'] and again[f'{mode}_steps'] == res[f'{mode}_steps']
+        assert again[f'{mode}_replayed_from'] == str(first)
+        assert again['backbone'][mode] == backbone[mode]  # params, FLOPs, block count
+    proc = run_tool([TC, '--models', 'r50-cls', '--modes', 'dyrep', '--replay', first], check=False)
+    assert proc.returncode != 0 and "no 'dyrep' structure for model 'r50-cls'" in proc.stderr
+    (tmp_path / 'broken.json').write_text('{"results": ')
+    proc = run_tool([TC, '--models', 'r18-cls', '--replay', tmp_path / 'broken.json'], check=False)
+    assert proc.returncode == 2 and 'broken.json: cannot read it' in proc.stderr
+
 
 def test_training_cost_detector(tmp_path):
     result = run_json(tmp_path, TC, '--models', 'r18-det', '--modes', 'dbb', 'dyrep', '--det-size', '96', '128',

@@ -34,8 +34,8 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 import torch  # noqa: E402
 from torch.nn.modules.batchnorm import _BatchNorm  # noqa: E402
 
-from training_cost import (_sync, set_threads, backbone_of, build_model, evolve_dyrep, loss_of, machine,  # noqa: E402
-                           make_batch, num_params, quiet_mmengine, write_json)
+from training_cost import (_sync, set_threads, backbone_of, build_model, dyrep_evolver, evolve_dyrep,  # noqa: E402
+                           loss_of, machine, make_batch, num_params, quiet_mmengine, write_json)
 
 TARGETS = {
     'scoring_percent': ('<=', 2.0, 1.0),
@@ -181,7 +181,6 @@ def parse_args(argv=None):
 
 
 def main(argv=None) -> int:
-    from mmdyrep.core import Evolver
     from mmdyrep.models.complexity import count
     args = parse_args(argv)
     quiet_mmengine()
@@ -192,11 +191,11 @@ def main(argv=None) -> int:
     model = build_model('mmpretrain', args.depth, 'dyrep', args.device)
     reference = count(backbone_of(model), (3, *size))
     grow_batches = [make_batch('mmpretrain', size, args.batch, seed=100 + i) for i in range(2)]
-    evolver, grown = evolve_dyrep(model, data, grow_batches, args.dyrep_params_ratio, reference, (3, *size))
+    evolver, grown, _ = evolve_dyrep(model, data, grow_batches, args.dyrep_params_ratio, reference, (3, *size))
     ratio = num_params(backbone_of(model)) / reference['params']
     print(f'evolved ResNet-{args.depth}: grew {", ".join(grown)}; backbone params {ratio:.3f}x plain')
     backbone = backbone_of(model)
-    evolver = Evolver(backbone, metric='synflow', topk=1, candidate_filter=backbone.is_grow_candidate, max_depth=1)
+    evolver = dyrep_evolver(backbone)
     results = {'model': f'mmpretrain ResNet-{args.depth} classifier', 'input': [args.batch, 3, *size],
                'evolved_params_ratio': ratio, 'evolved_grown': grown}
     results.update(measure_scoring(model, evolver, data, args))

@@ -22,6 +22,9 @@ detector heads see the same features and do the same work):
 * ``dyrep-f`` the same, grown to ``--dyrep-flops-ratio`` (1.25) x the plain backbone's FLOPs
   instead: synflow tends to pick convs with many FLOPs per parameter (early stages), so the
   params-sized structure can carry far more FLOPs than Table 3's (+23 % for ResNet-50).
+* ``--replay OUT.json``: ``dyrep`` and ``dyrep-f`` repeat the grows and cuts that an earlier run's
+  JSON recorded (``<mode>_steps``) instead of choosing by synflow, whose choice under training-mode
+  BN changes with float rounding: the same structure across commits, machines and devices.
 * ``<mode>+fast``: the same model with the backbone's ``fast_forward=True``
   (:func:`mmdyrep.core.fast_block.merged_forward`: one K×K conv per block where the BNs use
   running statistics, e.g. mmdet's ``norm_eval=True``; with training-mode BNs the stem's
@@ -184,20 +187,15 @@ def evolve_dyrep(model, data, calib_batches, ratio: float, reference: dict, inpu
                  max_grows: int = 64):
     """Grow the synflow-top conv (one per round, scored on ``data``, BN calibration on ``calib_batches``)
     while that brings the backbone's ``key`` ('params' or 'flops') closer to ``ratio`` x ``reference[key]``.
-    Returns the Evolver and the grown conv names."""
-    from mmdyrep.core import Evolver
+    Returns the Evolver, the grown conv names and the steps (``{'grown': [...], 'cut': {block: [...]}}``
+    each, what :func:`replay_dyrep` repeats)."""
     backbone = backbone_of(model)
-    evolver = Evolver(backbone, metric='synflow', topk=1, candidate_filter=backbone.is_grow_candidate, max_depth=1)
-    calib_inputs = [model.data_preprocessor(b, True)['inputs'] for b in calib_batches]
+    evolver = dyrep_evolver(backbone)
+    calibrate = calibrator(model, calib_batches)
     sizes = conv_sizes(backbone, input_shape)
-
-    def calibrate(bb):
-        for inputs in calib_inputs:
-            bb(inputs)
-
     target = ratio * reference[key]
     now = dict(reference)
-    grown = []
+    grown, steps = [], []
     model.train()
     while len(grown) < max_grows:
         model.zero_grad(set_to_none=True)
@@ -211,11 +209,57 @@ def evolve_dyrep(model, data, calib_batches, ratio: float, reference: dict, inpu
             break  # the next grow would not get closer to the target
         report = evolver.step(calibrate=calibrate)
         grown += list(report['grown'])
+        steps.append({'grown': list(report['grown']), 'cut': report['cut']})
         now = {k: now[k] + added[k] for k in now}
     evolver.scores.reset()
     model.zero_grad(set_to_none=True)
     model.train()
-    return evolver, grown
+    return evolver, grown, steps
+
+
+def dyrep_evolver(backbone):
+    """The Evolver as the hook builds it by default (synflow, one grow per update, ``max_depth=1``)."""
+    from mmdyrep.core import Evolver
+    return Evolver(backbone, metric='synflow', topk=1, candidate_filter=backbone.is_grow_candidate, max_depth=1)
+
+
+def calibrator(model, calib_batches):
+    """BN calibration on ``calib_batches`` (through the data preprocessor, as the hook does)."""
+    inputs = [model.data_preprocessor(b, True)['inputs'] for b in calib_batches]
+
+    def calibrate(bb):
+        for x in inputs:
+            bb(x)
+    return calibrate
+
+
+def recorded_steps(previous: dict, name: str, mode: str, path: str) -> list:
+    """The grow/cut steps of ``mode`` on model ``name`` in an earlier ``--out`` JSON (its ``<mode>_steps``;
+    a JSON without them: one grow per recorded grown conv, nothing cut)."""
+    res = previous.get('results', {}).get(name)
+    if res is None or res.get(f'{mode}_grown') is None:
+        raise SystemExit(f"--replay {path}: no '{mode}' structure for model '{name}' in it "
+                         f"(it has: {', '.join(previous.get('results', {})) or 'no model results'})")
+    return res.get(f'{mode}_steps') or [{'grown': [g], 'cut': {}} for g in res[f'{mode}_grown']]
+
+
+def replay_dyrep(model, steps, calib_batches):
+    """Repeat recorded DyRep steps: the same convs grown (every branch that fits, Rep with BN
+    calibration, as ``Evolver.step``) and the same branches cut, in order. Returns the Evolver and
+    the grown conv names, as :func:`evolve_dyrep`."""
+    from mmdyrep.core import cut_branches, grow
+    backbone = backbone_of(model)
+    evolver = dyrep_evolver(backbone)
+    calibrate = calibrator(model, calib_batches)
+    model.train()
+    for step in steps:
+        grow(backbone, step['grown'], evolver.branches, evolver.gamma_init, calibrate=calibrate,
+             norm_factory=evolver.norm_factory, skip_unfit=True)
+        for block, branches in step.get('cut', {}).items():
+            cut_branches(backbone, block, branches)
+        evolver.structure_changed()
+    model.train()
+    return evolver, [g for step in steps for g in step['grown']]
 
 
 def grow_static(model, mode: str, calib_batches) -> None:
@@ -223,14 +267,8 @@ def grow_static(model, mode: str, calib_batches) -> None:
     its function (Rep with BN calibration): what ``DyRepResNet(rep_mode=mode)`` does around loaded weights."""
     from mmdyrep.core import grow
     backbone = backbone_of(model)
-    inputs = [model.data_preprocessor(b, True)['inputs'] for b in calib_batches]
-
-    def calibrate(bb):
-        for x in inputs:
-            bb(x)
-
     grow(backbone, list(backbone.dyrep_candidates()), STATIC_BRANCHES[mode], gamma_init=backbone.static_gamma_init,
-         calibrate=calibrate, skip_unfit=True)
+         calibrate=calibrator(model, calib_batches), skip_unfit=True)
     backbone.rep_mode = mode
 
 
@@ -320,9 +358,14 @@ def run_model(name: str, args) -> dict:
         models[mode] = origin if mode == 'origin' else copy.deepcopy(origin)
         if mode in STATIC_BRANCHES:
             grow_static(models[mode], mode, calib)
+        elif mode in DYREP_MODES and args.replay:
+            steps = recorded_steps(args.previous, name, mode, args.replay)
+            evolvers[mode], info[f'{mode}_grown'] = replay_dyrep(models[mode], steps, calib)
+            info[f'{mode}_steps'] = steps
+            info[f'{mode}_replayed_from'] = args.replay
         elif mode in DYREP_MODES:
             key = DYREP_MODES[mode]
-            evolvers[mode], info[f'{mode}_grown'] = evolve_dyrep(
+            evolvers[mode], info[f'{mode}_grown'], info[f'{mode}_steps'] = evolve_dyrep(
                 models[mode], data, calib, args.dyrep_params_ratio if key == 'params' else args.dyrep_flops_ratio,
                 reference, flops_shape, key)
     for mode, model in models.items():
@@ -341,9 +384,7 @@ def run_model(name: str, args) -> dict:
             enable_fast_forward(model)
             evolver = None
             if mode in DYREP_MODES:
-                from mmdyrep.core import Evolver
-                bb = backbone_of(model)
-                evolver = Evolver(bb, metric='synflow', topk=1, candidate_filter=bb.is_grow_candidate, max_depth=1)
+                evolver = dyrep_evolver(backbone_of(model))
             runners.append(Runner(f'{mode}+fast', model, data, args.device, evolver))
     for r in runners:
         r.model.train()
@@ -523,6 +564,9 @@ def parse_args(argv=None):
     p.add_argument('--dyrep-flops-ratio', type=float, default=1.25,
                    help='dyrep-f: grow until the backbone has this many times the plain FLOPs '
                    '(Table 3 averages: 1.23 ResNet-50, 1.34 ResNet-18)')
+    p.add_argument('--replay', default=None, metavar='OUT.json',
+                   help="dyrep / dyrep-f: grow (and cut) exactly what an earlier run's --out JSON recorded, instead "
+                   "of choosing by synflow: the same structure across commits, machines or devices")
     p.add_argument('--no-memory', dest='memory', action='store_false')
     p.add_argument('--block-shapes', nargs='+', default=None, metavar='C,H,W,N',
                    help='instead of the models: time one grown 3x3 conv per shape, per branch vs merged_forward')
@@ -540,6 +584,13 @@ def parse_args(argv=None):
     args.det_size = args.det_size or ([800, 1216] if gpu else [256, 320])
     if 'origin' not in args.modes:
         args.modes = ['origin'] + args.modes
+    args.previous = None
+    if args.replay:
+        try:
+            with open(args.replay) as f:
+                args.previous = json.load(f)
+        except (OSError, ValueError) as e:
+            p.error(f'--replay {args.replay}: cannot read it as a training_cost.py --out JSON ({e})')
     return args
 
 

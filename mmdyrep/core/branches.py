@@ -291,9 +291,10 @@ class Conv1x1AvgBranch(Branch):
         """K×K average of the (already padded) ``y``, dilated like the conv. On CPU, at stride 1 or for
         K > 3, as a depthwise conv with a constant ``1/K²`` kernel: the same average up to rounding, and
         1.5-3x faster than ``avg_pool2d`` forward + backward on ResNet feature maps there (not for 3×3
-        stride 2: ``training_cost.py --avg-shapes``, docs/benchmarks.md)."""
+        stride 2: ``training_cost.py --avg-shapes``, docs/benchmarks.md). Pooling while tracing, so FLOP
+        counts (conv MACs, pooling not counted) do not depend on the device."""
         k, s, d = self.spec.kernel_size, self.spec.stride, self.spec.dilation
-        if d == 1 and (y.device.type != 'cpu' or (s > 1 and k <= 3)):
+        if d == 1 and (y.device.type != 'cpu' or (s > 1 and k <= 3) or torch.jit.is_tracing()):
             return F.avg_pool2d(y, k, s)
         kernel = T.avg_kernel(y.shape[1], k, dtype=y.dtype, device=y.device)
         return F.conv2d(y, kernel, None, s, 0, d, groups=y.shape[1])

@@ -307,5 +307,8 @@ def test_params_and_flops():
     plain = count(model.backbone)
     grow(model.backbone, ['layer1.0.conv2', 'layer3.1.conv2'])
     c = complexity(model.backbone)
-    assert c['params'] > plain['params'] and c['flops'] > plain['flops']
+    assert c['params'] > plain['params']
+    # conv MACs of the six branches of a 3x3 C->C conv at stride 1 (1x1-K×K: 1 + 9, 1x1-AVG: its 1x1
+    # only, pooling is not counted on any device, 1x1: 1, 1xK and Kx1: 3 each) = 18 C² per position
+    assert c['flops'] - plain['flops'] == 18 * (64 * 64 * 56 * 56 + 256 * 256 * 14 * 14)
     assert c['deployed_params'] == plain['params'] and c['deployed_flops'] == plain['flops']

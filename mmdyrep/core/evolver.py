@@ -115,16 +115,24 @@ class Evolver:
             self.scores.reduce_(all_reduce)
         averages = self.scores.metric_averages()
         chosen = self.scores.select(self.topk) if grow_ops else []
-        grown = {}
-        if chosen:
-            blocks = grow(self.model, chosen, self.branches, self.gamma_init, calibrate=calibrate,
-                          norm_factory=self.norm_factory, broadcast=broadcast, sync_norms=sync_norms,
-                          skip_unfit=True)
-            grown = {name: list(block.branches) for name, block in blocks.items()}
+        grown = self.grow(chosen, calibrate, broadcast, sync_norms) if chosen else {}
         cuts = cut(self.model, self.dep_threshold) if self.dep else {}
         self.scores.reset()
         self.structure_changed()
         return {'metric': self.metric, 'scores': averages, 'grown': grown, 'cut': cuts}
+
+    def grow(self,
+             names: Sequence[str],
+             calibrate: Optional[Callable[[nn.Module], None]] = None,
+             broadcast: Optional[Callable[[List[nn.Module]], None]] = None,
+             sync_norms: Optional[Callable[[List[nn.Module]], None]] = None) -> Dict[str, List[str]]:
+        """Algorithm 1 line 8 for the convs ``names`` (Rep, Eq. 5-6, with BN calibration), with this
+        evolver's branches, gamma and BN factory; convs with no branch that fits are skipped. Returns
+        the grown convs and their branch names (what :meth:`step` chose, or a recorded structure)."""
+        blocks = grow(self.model, names, self.branches, self.gamma_init, calibrate=calibrate,
+                      norm_factory=self.norm_factory, broadcast=broadcast, sync_norms=sync_norms, skip_unfit=True)
+        self.structure_changed()
+        return {name: list(block.branches) for name, block in blocks.items()}
 
     def state_dict(self) -> dict:
         return {'scores': self.scores.state_dict()}

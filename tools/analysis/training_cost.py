@@ -247,14 +247,13 @@ def replay_dyrep(model, steps, calib_batches):
     """Repeat recorded DyRep steps: the same convs grown (every branch that fits, Rep with BN
     calibration, as ``Evolver.step``) and the same branches cut, in order. Returns the Evolver and
     the grown conv names, as :func:`evolve_dyrep`."""
-    from mmdyrep.core import cut_branches, grow
+    from mmdyrep.core import cut_branches
     backbone = backbone_of(model)
     evolver = dyrep_evolver(backbone)
     calibrate = calibrator(model, calib_batches)
     model.train()
     for step in steps:
-        grow(backbone, step['grown'], evolver.branches, evolver.gamma_init, calibrate=calibrate,
-             norm_factory=evolver.norm_factory, skip_unfit=True)
+        evolver.grow(step['grown'], calibrate)
         for block, branches in step.get('cut', {}).items():
             cut_branches(backbone, block, branches)
         evolver.structure_changed()

@@ -13,6 +13,6 @@ _base_ = ['mmseg::pspnet/pspnet_r50-d8_4xb2-40k_cityscapes-512x1024.py', './_bas
 model = dict(backbone=dict(type='DyRepResNetV1c', rep_mode='dyrep'))
 
 custom_hooks = [
-    dict(type='DyRepHook', interval=4000, begin=0, end=36000, metric='synflow', topk=1, gamma_init=0.01,
+    dict(type='DyRepHook', interval=4000, begin=0, end=36000, metric='taylor', topk=1, gamma_init=0.01,
          num_calib_batches=20, dep=True, dep_threshold=0.02)
 ]

@@ -1,6 +1,6 @@
 """The DyRep core on a torchvision ResNet-18, no OpenMMLab involved.
 
-Scores every K×K conv with synflow over a few training steps, grows the most salient
+Scores every K×K conv (with its BN) over a few training steps, grows the most salient
 ones (training-aware Rep with BN calibration), cuts weak branches, deploys back to a
 plain ResNet-18 and checks that the eval output never changed.
 
@@ -12,7 +12,7 @@ import json
 import torch
 import torchvision
 
-from mmdyrep.core import Evolver, deploy, extract_structure, fold_conv_bias, iter_blocks
+from mmdyrep.core import Evolver, deploy, extract_structure, fold_conv_bias, following_norms, iter_blocks
 
 
 def rel_err(a, b):
@@ -31,7 +31,7 @@ def main():
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     data = [(torch.randn(8, 3, 64, 64), torch.randint(0, 10, (8, ))) for _ in range(args.steps)]
     probe = torch.randn(2, 3, 64, 64)
-    evolver = Evolver(model, metric='synflow', topk=1)
+    evolver = Evolver(model, topk=1)  # the default saliency (taylor over conv + BN)
     params_before = sum(p.numel() for p in model.parameters())
 
     for update in range(args.updates):
@@ -58,9 +58,10 @@ def main():
     deploy(model)
     err = rel_err(model(probe), before)
     plain = torchvision.models.resnet18(num_classes=10)
-    for name, module in model.named_modules():  # deployed convs carry a bias: fold it into the BN
+    norms = following_norms(model)  # deployed convs carry a bias: fold it into the BN that follows
+    for name, module in model.named_modules():
         if isinstance(module, torch.nn.Conv2d) and module.bias is not None:
-            fold_conv_bias(model, name, name.replace('conv', 'bn'))
+            fold_conv_bias(model, name, norms[name])
     plain.load_state_dict(model.state_dict(), strict=True)
     plain.eval()
     final_err = rel_err(plain(probe), before)

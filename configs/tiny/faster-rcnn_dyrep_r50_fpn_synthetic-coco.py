@@ -57,7 +57,7 @@ optim_wrapper = dict(optimizer=dict(lr=0.01), clip_grad=dict(max_norm=35, norm_t
 auto_scale_lr = dict(enable=False, base_batch_size=2)
 
 custom_hooks = [
-    dict(type='DyRepHook', interval=1, begin=0, end=max_epochs - 1, metric='synflow', topk=1, gamma_init=0.01,
+    dict(type='DyRepHook', interval=1, begin=0, end=max_epochs - 1, metric='taylor', topk=1, gamma_init=0.01,
          num_calib_batches=4, dep=True, dep_threshold=0.02, flops_input_shape=(3, 256, 320))
 ]
 default_hooks = dict(logger=dict(interval=5), checkpoint=dict(interval=1, max_keep_ckpts=2))

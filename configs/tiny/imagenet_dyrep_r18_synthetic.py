@@ -49,7 +49,7 @@ train_cfg = dict(by_epoch=True, max_epochs=max_epochs, val_interval=max_epochs)
 auto_scale_lr = dict(base_batch_size=8)
 
 custom_hooks = [
-    dict(type='DyRepHook', interval=1, begin=0, end=max_epochs - 1, metric='synflow', topk=1, gamma_init=0.01,
+    dict(type='DyRepHook', interval=1, begin=0, end=max_epochs - 1, metric='taylor', topk=1, gamma_init=0.01,
          num_calib_batches=2, dep=True, dep_threshold=0.02, flops_input_shape=(3, 56, 56))
 ]
 default_hooks = dict(logger=dict(interval=5), checkpoint=dict(interval=1, max_keep_ckpts=2))

@@ -50,7 +50,7 @@ param_scheduler = [dict(type='PolyLR', eta_min=1e-4, power=0.9, begin=0, end=max
 train_cfg = dict(type='IterBasedTrainLoop', max_iters=max_iters, val_interval=max_iters)
 
 custom_hooks = [
-    dict(type='DyRepHook', interval=3, begin=0, end=6, metric='synflow', topk=1, gamma_init=0.01,
+    dict(type='DyRepHook', interval=3, begin=0, end=6, metric='taylor', topk=1, gamma_init=0.01,
          num_calib_batches=2, dep=True, dep_threshold=0.02, flops_input_shape=(3, 256, 256))
 ]
 default_hooks = dict(

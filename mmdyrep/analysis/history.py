@@ -8,10 +8,15 @@ checkpoints, under ``checkpoint['dyrep']['history']``)::
      "records": [{"iter": 0, "epoch": 0, "grown": {}, "cut": {}, "params": ..., "flops": ...,
                   "deployed_params": ..., "deployed_flops": ...,
                   "structure": <mmdyrep.core.extract_structure(backbone)>,
-                  "importances": {"<block path>": {"<branch>": s, ...}}}, ...]}
+                  "importances": {"<block path>": {"<branch>": s, ...}},
+                  "saliency": {"metric": "synflow", "scores": {"synflow": {"<conv>": score, ...}},
+                               "degeneracy": {"<conv>": ratio, ...}, "kinds": {"<conv>": "plain", ...},
+                               "norm_modes": {"<conv>": "batch-statistics", ...}}}, ...]}
 
 Each record is the state right *after* the update at its iteration (the first one is the
-start of training). ``params`` / ``flops`` are the backbone's (conv + linear MACs for one
+start of training). ``saliency`` (update records only) is the full score table the update chose
+from: every candidate's average score, degeneracy ratio, kind (plain / origin / inner) and norm mode.
+``params`` / ``flops`` are the backbone's (conv + linear MACs for one
 input of ``input_shape``). Everything here works on that plain data (no OpenMMLab imports).
 """
 import json

@@ -16,12 +16,15 @@ from .block import (DyRepBlock, calibration_mode, cut, cut_branches, dep_decisio
 from .branches import BRANCH_TYPES, Branch, ConvSpec, DyRepError, UnsupportedConvError, build_branch
 from .deploy import deploy, fold_conv_bias
 from .evolver import Evolver
-from .saliency import METRICS, SaliencyAccumulator, grad_norm, grasp, hessian_gradient_product, snip, synflow
+from .norms import KINDS, candidate_kind, example_input, following_norms
+from .saliency import (DEFAULT_METRIC, METRICS, SaliencyAccumulator, grad_norm, grasp, hessian_gradient_product,
+                       snip, synflow, synflow_conv, taylor)
 from .structure import apply_structure, extract_structure, is_evolved, strip_blocks
 
 __all__ = [
-    'BRANCH_TYPES', 'METRICS', 'Branch', 'ConvSpec', 'DyRepBlock', 'DyRepError', 'Evolver', 'SaliencyAccumulator',
-    'UnsupportedConvError', 'apply_structure', 'build_branch', 'calibration_mode', 'cut', 'cut_branches',
-    'dep_decision', 'deploy', 'extract_structure', 'fold_conv_bias', 'grad_norm', 'grasp', 'grow', 'growable_convs',
-    'hessian_gradient_product', 'is_evolved', 'iter_blocks', 'snip', 'strip_blocks', 'synflow'
+    'BRANCH_TYPES', 'DEFAULT_METRIC', 'KINDS', 'METRICS', 'Branch', 'ConvSpec', 'DyRepBlock', 'DyRepError', 'Evolver',
+    'SaliencyAccumulator', 'UnsupportedConvError', 'apply_structure', 'build_branch', 'calibration_mode',
+    'candidate_kind', 'cut', 'cut_branches', 'dep_decision', 'deploy', 'example_input', 'extract_structure',
+    'fold_conv_bias', 'following_norms', 'grad_norm', 'grasp', 'grow', 'growable_convs', 'hessian_gradient_product',
+    'is_evolved', 'iter_blocks', 'snip', 'strip_blocks', 'synflow', 'synflow_conv', 'taylor'
 ]

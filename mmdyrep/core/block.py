@@ -31,6 +31,21 @@ def ensure_bias_(conv: nn.Conv2d) -> None:
         conv.dyrep_added_bias = True
 
 
+#: Nesting count of :func:`per_branch_forward` (a list, so the context manager can change it in place).
+_PER_BRANCH = [0]
+
+
+@contextlib.contextmanager
+def per_branch_forward() -> Iterator[None]:
+    """Inside, every DyRep block runs its per-branch reference forward (``fast_forward`` ignored), so
+    each conv and BN is called as a module: for forward hooks that look at them one by one."""
+    _PER_BRANCH[0] += 1
+    try:
+        yield
+    finally:
+        _PER_BRANCH[0] -= 1
+
+
 class DyRepBlock(nn.Module):
     """A K×K conv evolved into ``origin + sum(branches)``.
 
@@ -75,7 +90,7 @@ class DyRepBlock(nn.Module):
     fast_forward: bool = False
 
     def forward(self, x: Tensor) -> Tensor:
-        if self.fast_forward and not torch.jit.is_tracing():
+        if self.fast_forward and not torch.jit.is_tracing() and not _PER_BRANCH[0]:
             return merged_forward(self, x)
         out = self.origin(x)
         for branch in self.branches.values():
@@ -215,27 +230,36 @@ def resolve_branches(spec: ConvSpec, name: str, branches: Optional[Sequence[str]
 
 
 @contextlib.contextmanager
-def calibration_mode(model: nn.Module, norms: Sequence[nn.Module]) -> Iterator[None]:
-    """Everything in eval mode except ``norms``, which restart their statistics as a cumulative
-    average (``momentum=None``); no gradients. Restores modes and momenta afterwards."""
+def frozen_eval(model: nn.Module) -> Iterator[None]:
+    """``model`` in eval mode without gradients inside; every module's mode restored afterwards."""
     modes = {m: m.training for m in model.modules()}
-    momenta = {}
     model.eval()
-    for norm in norms:
-        if not isinstance(norm, _BatchNorm):
-            continue
-        momenta[norm] = norm.momentum
-        norm.reset_running_stats()
-        norm.momentum = None
-        norm.train()
     try:
         with torch.no_grad():
             yield
     finally:
-        for norm, momentum in momenta.items():
-            norm.momentum = momentum
         for module, mode in modes.items():
             module.training = mode
+
+
+@contextlib.contextmanager
+def calibration_mode(model: nn.Module, norms: Sequence[nn.Module]) -> Iterator[None]:
+    """Everything in eval mode except ``norms``, which restart their statistics as a cumulative
+    average (``momentum=None``); no gradients. Restores modes and momenta afterwards."""
+    momenta = {}
+    with frozen_eval(model):
+        for norm in norms:
+            if not isinstance(norm, _BatchNorm):
+                continue
+            momenta[norm] = norm.momentum
+            norm.reset_running_stats()
+            norm.momentum = None
+            norm.train()
+        try:
+            yield
+        finally:
+            for norm, momentum in momenta.items():
+                norm.momentum = momentum
 
 
 def grow(model: nn.Module,
@@ -364,6 +388,7 @@ def cut_branches(model: nn.Module, block_name: str, branch_names: Sequence[str])
 
 
 __all__ = [
-    'BRANCH_TYPES', 'DyRepBlock', 'calibration_mode', 'cut', 'cut_branches', 'dep_decision', 'describe', 'grow',
-    'growable_convs', 'iter_blocks'
+    'BRANCH_TYPES', 'DyRepBlock', 'calibration_mode', 'cut', 'cut_branches', 'dep_decision', 'describe',
+    'frozen_eval', 'grow',
+    'growable_convs', 'iter_blocks', 'per_branch_forward'
 ]

@@ -1,17 +1,36 @@
 """Saliency of operations (paper Sec. 4.1 Eq. 3-4, Algorithm 1, appendix A.3 Eq. 11-15).
 
-The per-op metrics are pure functions of a conv's weight ``θ`` and its gradient
-``g = dL/dθ`` (or ``H·g`` for GraSP). Each returns a 0-dim tensor on the input's device and
-never reads a value back to the host:
+An *operation* is OP-BN (Sec. 4.1: "all our branches follow an OP-BN paradigm"): a K×K conv together
+with the norm that normalises its output (:func:`mmdyrep.core.norms.following_norms`), given as an
+:class:`Operation` of ``(parameter, gradient)`` pairs: the conv's weight and bias, the norm's γ and
+β. A parameter whose gradient is ``None`` (a frozen norm) adds nothing; a bare ``(θ, g)`` pair is a
+one-tensor op with no norm.
 
-============  =====================================  ==========
-``synflow``   ``sum(g ⊙ θ)``                         Eq. 3-4, 15 (the default)
-``snip``      ``sum(|g ⊙ θ|)``                       Eq. 13
-``grad_norm`` ``||g||_2``                            Eq. 12
-``grasp``     ``-sum((H g) ⊙ θ)``                    Eq. 14
-``random``    i.i.d. uniform [0, 1) per op           Eq. 11
-``vote``      majority of the metrics above          A.3
-============  =====================================  ==========
+================ =============================================== ===========================
+``synflow``      ``Σ g ⊙ θ`` over the operation's parameters     Eq. 3-4, 15 (the paper's)
+``synflow_conv`` ``Σ g ⊙ θ`` over the conv weight only           the authors' code
+``taylor``       ``Σ_c (Σ_{θ of channel c} g ⊙ θ)²``             Molchanov et al. 2019 (default)
+``snip``         ``Σ |g ⊙ θ|`` over the operation's parameters   Eq. 13
+``grad_norm``    ``||g||_2`` over the operation's parameters     Eq. 12
+``grasp``        ``-Σ (H g) ⊙ θ``                                Eq. 14
+``random``       i.i.d. uniform [0, 1) per op                    Eq. 11
+``vote``         majority of synflow, snip, grad_norm, grasp     A.3
+================ =============================================== ===========================
+
+Why the whole operation: a conv whose output a BN normalises with batch statistics does not change
+the loss when its weight is scaled, so ``Σ g ⊙ θ`` over its weight alone (``synflow_conv``) is
+zero up to an ε-sized shadow, ``ε / (σ² + ε)`` per channel, of the op's real effect, and in
+float32 the rounding of the sum decides it. Over the whole operation the sum is the first-order
+effect of scaling the op's output, whatever the BN's mode. The conv's own terms, which then add up
+to exactly zero (:attr:`Operation.invariant`), are left out of the signed sums rather than summed
+to rounding noise. With a running-statistics BN (mmdet's ``norm_eval=True``), no BN, or for the
+origin of a DyRep block, the conv's terms are real and stay in.
+
+Every metric is summed in float64 (float32 on MPS) from the gradients as they are (each product
+``g ⊙ θ`` rounded once in the gradient's precision, float32 for half-precision gradients), and
+returns a 0-dim tensor (no host sync). Each also has a *degeneracy ratio* ``|Σ| / Σ|·|``: the magnitude of its
+score over the sum of the magnitudes of the terms it adds (1 for sums of non-negative terms; for
+``taylor`` within each channel). Near float32's rounding (1e-7) the score is noise.
 
 :class:`SaliencyAccumulator` sums the scores of every iteration (Algorithm 1 line 4), averages
 them at decision time (line 7) and picks the top ops (line 8).
@@ -19,60 +38,203 @@ them at decision time (line 7) and picks the top ops (line 8).
 Pure PyTorch: no OpenMMLab imports.
 """
 import math
-from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterable, List, Mapping, NamedTuple, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor
 
-METRICS = ('synflow', 'snip', 'grad_norm', 'grasp', 'random', 'vote')
+METRICS = ('synflow', 'synflow_conv', 'taylor', 'snip', 'grad_norm', 'grasp', 'random', 'vote')
+#: The metric the Evolver and the DyRepHook use unless told otherwise: the one whose ranking is stable
+#: under training-mode BN (``tools/analysis/saliency_study.py``, docs/benchmarks.md "Saliency study").
+DEFAULT_METRIC = 'taylor'
 #: The metrics 'vote' accumulates side by side; 'grasp' only counts in updates that get ``hessian_grads``.
 VOTERS = ('synflow', 'snip', 'grad_norm', 'grasp')
-_STATE_VERSION = 1
+#: Metrics that are sums of signed terms, whose degeneracy ratio can fall below 1.
+SIGNED = ('synflow', 'synflow_conv', 'taylor', 'grasp')
+_STATE_VERSION = 2
+#: Per (op, metric) the table keeps: sum of scores, count, sum of |score|, sum of the terms' magnitudes.
+_STATS = 4
+
+Pair = Tuple[Tensor, Optional[Tensor]]
 
 
-def _up(t: Tensor) -> Tensor:
-    """Half / bfloat16 tensors are reduced in float32 (sums of many products overflow fp16)."""
+class Operation(NamedTuple):
+    """One OP-BN operation as ``(parameter, gradient)`` pairs: ``conv`` (weight first, then the
+    bias if any) and ``norm`` (γ, β of the norm that normalises the conv's output; empty if none).
+
+    ``invariant``: the conv's output is normalised by batch statistics on its own, so the loss
+    does not change when the conv's parameters are scaled and ``Σ g ⊙ θ`` over them is exactly 0
+    (Euler's theorem for a scale-invariant loss; the ε of the BN leaves an ε / (σ² + ε) shadow).
+    Signed sums (synflow, taylor) then take that 0 as its exact value instead of adding up terms
+    whose sum is float rounding. The origin of a DyRep block is never invariant on its own (its
+    output is one summand before the block's norm)."""
+    conv: List[Pair]
+    norm: List[Pair] = []
+    invariant: bool = False
+
+
+Op = Union[Pair, Operation]
+
+
+def as_operation(op: Op) -> Operation:
+    """An :class:`Operation` (a bare ``(θ, g)`` pair is a one-tensor op with no norm)."""
+    if isinstance(op, Operation):
+        return op
+    if len(op) == 2 and isinstance(op[0], Tensor) and (op[1] is None or isinstance(op[1], Tensor)):
+        return Operation([(op[0], op[1])])
+    raise TypeError(f'an op is an Operation or a (parameter, gradient) pair, got {type(op).__name__}')
+
+
+def _wide(t: Tensor) -> Tensor:
     t = t.detach()
-    return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
+    return t.to(torch.float32 if t.device.type == 'mps' else torch.float64)
 
 
-def synflow(weight: Tensor, grad: Tensor) -> Tensor:
-    """SynFlow saliency of one op, paper Eq. 3-4 (and Eq. 15).
+class OpTerms(NamedTuple):
+    """The sums every metric is made of, for one op (0-dim / per-channel float64 tensors).
 
-    ``S_p(θ_i) = dL/dθ_i ⊙ θ_i`` (Eq. 3) summed over all the op's parameters (Eq. 4):
-    ``S_o = sum(grad * weight)``, computed as one dot product: no weight-sized temporary (the
-    elementwise product and its page faults cost 3-8x more on CPU, measured in the benchmark
-    notes of ``docs/benchmarks.md``). Returns a 0-dim tensor on ``weight``'s device (no host sync).
-    """
-    g, w = _up(grad), _up(weight)
-    dtype = torch.promote_types(g.dtype, w.dtype)
-    return torch.dot(g.reshape(-1).to(dtype), w.reshape(-1).to(dtype))
-
-
-def snip(weight: Tensor, grad: Tensor) -> Tensor:
-    """SNIP saliency of one op, paper Eq. 13: ``S_o = sum(|grad * weight|)``.
-
-    Returns a 0-dim tensor on ``weight``'s device (no host sync).
-    """
-    return torch.sum(torch.abs(_up(grad) * _up(weight)))
+    ``channel`` / ``channel_abs``: ``Σ g ⊙ θ`` / ``Σ |g ⊙ θ|`` per output channel over the signed
+    sum's parameters (the norm's, and the conv's unless :attr:`Operation.invariant`); ``conv`` /
+    ``conv_abs``: the same over the conv weight only; ``all_abs``: ``Σ |g ⊙ θ|`` over every
+    parameter of the op; ``grad_sq``: ``Σ g²`` over every parameter; ``grad_sum``: ``Σ g`` over
+    every parameter, finite exactly when every gradient of the op is (an AMP overflow step)."""
+    channel: Tensor
+    channel_abs: Tensor
+    conv: Tensor
+    conv_abs: Tensor
+    all_abs: Tensor
+    grad_sq: Tensor
+    grad_sum: Tensor
 
 
-def grad_norm(weight: Tensor, grad: Tensor) -> Tensor:
-    """Gradient-norm saliency of one op, paper Eq. 12: ``S_o = ||grad||_2`` (all entries).
-
-    ``weight`` is unused (kept for a uniform signature). Returns a 0-dim tensor on
-    ``grad``'s device (no host sync).
-    """
-    return torch.linalg.vector_norm(_up(grad))
+#: Which parts of :class:`OpTerms` each gradient metric reads (the others are not computed).
+NEEDS = {'synflow': ('signed', ), 'taylor': ('signed', ), 'synflow_conv': ('conv', ), 'snip': ('all_abs', ),
+         'grad_norm': ('grad_sq', )}
 
 
-def grasp(weight: Tensor, hessian_grad: Tensor) -> Tensor:
-    """GraSP saliency of one op, paper Eq. 14: ``S_o = -sum((H g) ⊙ θ)``.
+def op_terms(op: Op, scale: Optional[Tensor] = None, needs: Iterable[str] = ('signed', 'conv', 'all_abs',
+                                                                             'grad_sq')) -> OpTerms:
+    """:class:`OpTerms` of ``op`` from its gradients (times ``scale``, e.g. ``1 / loss_scale``).
 
-    ``hessian_grad`` is the op's slice of the Hessian-gradient product ``H·g`` (see
-    :func:`hessian_gradient_product`). Returns a 0-dim tensor on ``weight``'s device.
-    """
-    return -torch.sum(_up(hessian_grad) * _up(weight))
+    Every parameter has the op's output channels as its first dimension (conv weight and bias,
+    norm γ and β), which is how the per-channel sums line up. Only the parts named in ``needs``
+    (``signed``: channel sums, ``conv``, ``all_abs``, ``grad_sq``; see :data:`NEEDS`) are computed,
+    the others are zero: for an invariant op the signed sums read only the norm's γ and β, so the
+    default metric costs a few C-sized products per conv."""
+    op = as_operation(op)
+    needs = set(needs)
+    weight, grad = op.conv[0]
+    if grad is None:
+        raise ValueError("an op's conv weight needs a gradient")
+    channels = weight.shape[0]
+    acc = torch.float32 if grad.device.type == 'mps' else torch.float64
+    zeros = torch.zeros(channels, dtype=acc, device=grad.device)
+    channel, channel_abs, all_abs, grad_sq = zeros, zeros, zeros, zeros.sum()
+    conv = conv_abs = grad_sum = zeros.sum()
+    for i, (param, g) in enumerate(list(op.conv) + list(op.norm)):
+        if g is None:
+            continue
+        g = g.detach()
+        grad_sum = grad_sum + g.sum()  # one read: the step's finiteness, even where nothing else reads g
+        signed = 'signed' in needs and (i >= len(op.conv) or not op.invariant)
+        if not (signed or 'all_abs' in needs or 'grad_sq' in needs or ('conv' in needs and i == 0)):
+            continue
+        if g.dtype in (torch.float16, torch.bfloat16):
+            g = g.float()
+        if 'grad_sq' in needs:
+            grad_sq = grad_sq + torch.linalg.vector_norm(g.reshape(-1), dtype=acc)**2
+        if not (signed or 'all_abs' in needs or ('conv' in needs and i == 0)):
+            continue
+        # each product rounded once in the gradient's precision, every sum in float64
+        prod = (g * param.detach().to(g.dtype)).reshape(channels, -1)
+        c = prod.sum(1, dtype=acc)
+        a = prod.abs_().sum(1, dtype=acc)
+        if 'all_abs' in needs:
+            all_abs = all_abs + a
+        if signed:
+            channel, channel_abs = channel + c, channel_abs + a
+        if i == 0:
+            conv, conv_abs = c.sum(), a.sum()
+    if scale is not None:  # the gradients' scale: linear in every sum, squared in grad_sq
+        scale = scale.to(acc)
+        channel, channel_abs, conv, conv_abs, all_abs = (t * scale for t in (channel, channel_abs, conv, conv_abs,
+                                                                               all_abs))
+        grad_sq = grad_sq * scale * scale
+    return OpTerms(channel, channel_abs, conv, conv_abs, all_abs.sum(), grad_sq, grad_sum)
+
+
+def metric_of(metric: str, terms: OpTerms) -> Tuple[Tensor, Tensor]:
+    """``(score, sum of its terms' magnitudes)`` of ``metric`` (synflow, synflow_conv, taylor,
+    snip or grad_norm) from an op's :class:`OpTerms`; their ratio is the degeneracy ratio."""
+    if metric == 'synflow':
+        return terms.channel.sum(), terms.channel_abs.sum()
+    if metric == 'synflow_conv':
+        return terms.conv, terms.conv_abs
+    if metric == 'taylor':
+        return (terms.channel**2).sum(), (terms.channel_abs**2).sum()
+    if metric == 'snip':
+        return terms.all_abs, terms.all_abs
+    if metric == 'grad_norm':
+        value = terms.grad_sq.sqrt()
+        return value, value
+    raise ValueError(f"metric_of: '{metric}' is not computed from gradients alone")
+
+
+def _metric(name: str, op: Op) -> Tensor:
+    return metric_of(name, op_terms(op, needs=NEEDS[name]))[0]
+
+
+def synflow(op: Op) -> Tensor:
+    """SynFlow saliency of one operation, paper Eq. 3-4 (and Eq. 15): ``S_p(θ_i) = dL/dθ_i ⊙ θ_i``
+    (Eq. 3) summed over all the op's parameters (Eq. 4), conv and norm."""
+    return _metric('synflow', op)
+
+
+def synflow_conv(op: Op) -> Tensor:
+    """``sum(g ⊙ θ)`` of the op's conv weight only (the authors' code). Degenerate under a BN that
+    normalises with batch statistics (an ε-sized shadow of :func:`synflow`)."""
+    return _metric('synflow_conv', op)
+
+
+def taylor(op: Op) -> Tensor:
+    """Squared first-order Taylor term per output channel, summed: ``Σ_c (Σ_{θ of c} g ⊙ θ)²``
+    (Molchanov et al. 2019, over the whole OP-BN operation)."""
+    return _metric('taylor', op)
+
+
+def snip(op: Op) -> Tensor:
+    """SNIP saliency, paper Eq. 13: ``S_o = sum(|g ⊙ θ|)`` over the op's parameters."""
+    return _metric('snip', op)
+
+
+def grad_norm(op: Op) -> Tensor:
+    """Gradient-norm saliency, paper Eq. 12: ``S_o = ||g||_2`` over all the op's parameters."""
+    return _metric('grad_norm', op)
+
+
+def grasp_terms(op: Op, hessian_grads: Union[Tensor, Sequence[Optional[Tensor]]]) -> Tuple[Tensor, Tensor]:
+    """``(GraSP score, sum of its terms' magnitudes)``; ``hessian_grads`` is ``H·g`` per parameter
+    of ``op`` (conv then norm parameters, in order; a bare tensor for the conv weight)."""
+    op = as_operation(op)
+    params = [p for p, _ in list(op.conv) + list(op.norm)]
+    hgs = [hessian_grads] if isinstance(hessian_grads, Tensor) else list(hessian_grads)
+    value = total = None
+    for param, hg in zip(params, hgs):
+        if hg is None:
+            continue
+        prod = _wide(hg) * _wide(param)
+        v, a = -prod.sum(), prod.abs().sum()
+        value = v if value is None else value + v
+        total = a if total is None else total + a
+    if value is None:
+        raise ValueError('grasp needs H·g for at least one parameter of the op')
+    return value, total
+
+
+def grasp(op: Op, hessian_grads: Union[Tensor, Sequence[Optional[Tensor]]]) -> Tensor:
+    """GraSP saliency, paper Eq. 14: ``S_o = -sum((H g) ⊙ θ)`` over the op's parameters that have
+    an ``H·g`` (see :func:`hessian_gradient_product`)."""
+    return grasp_terms(op, hessian_grads)[0]
 
 
 def hessian_gradient_product(loss: Tensor, params: Sequence[Tensor]) -> List[Tensor]:
@@ -97,36 +259,29 @@ def hessian_gradient_product(loss: Tensor, params: Sequence[Tensor]) -> List[Ten
     return [torch.zeros_like(p) if h is None else h.detach() for p, h in zip(params, hg)]
 
 
-_FUNCS: Dict[str, Callable[[Tensor, Tensor], Tensor]] = {
-    'synflow': synflow,
-    'snip': snip,
-    'grad_norm': grad_norm,
-}
-
-
 class SaliencyAccumulator:
     """Per-op saliency summed over iterations (Algorithm 1 line 4), averaged on demand (line 7).
 
-    Storage: one table of shape ``(num_ops, 2 * C)`` per accumulator, where ``C`` is the number
-    of accumulated metrics (1, or 4 for 'vote': synflow, snip, grad_norm, grasp). Row ``i`` is
-    ``[sum_1 .. sum_C, count_1 .. count_C]`` for op ``self._order[i]``. Everything is float64
-    (float32 on MPS) on the device of the ops' gradients ('random': on the CPU, where its
-    generator lives); a checkpoint-loaded table moves there on the next update.
+    Storage: one float64 table (float32 on MPS) of shape ``(num_ops, C, 4)`` on the device of
+    the ops' gradients ('random': on the CPU, where its generator lives), where ``C`` is the
+    number of accumulated metrics (1, or 4 for 'vote': synflow, snip, grad_norm, grasp). For op
+    ``self._order[i]`` and metric ``j``, ``table[i, j]`` is ``[Σ score, count, Σ |score|,
+    Σ terms' magnitudes]``: the last two give the degeneracy ratio (:meth:`degeneracy`). A
+    checkpoint-loaded table moves to the gradients' device on the next update.
 
-    One :meth:`update` computes every op's score(s), stacks them into one ``(N, C)`` tensor and
+    One :meth:`update` computes every op's score(s), stacks them into one ``(N, C, 4)`` tensor and
     adds it into the table with one kernel (``add_`` when the ops are the table's ops in order,
     else ``index_add_`` with a cached index): no host sync per op, and no host-to-device copy
     unless the set of ops changed.
 
-    Non-finite updates: if *any* score of an update is inf/nan (e.g. an AMP overflow step), the
-    whole update is dropped. This is decided on the device: ``finite = isfinite(scores).all()``
-    and ``torch.where(finite, scores, 0)`` / ``finite`` as the count increment, so a dropped
-    update adds 0 to the sums and 0 to the counts. That is why counts are tensors (in the table)
-    rather than Python ints. An op whose every update was dropped has count 0 and is treated as
-    having no score.
+    Non-finite updates: if *any* value of an update is inf/nan (e.g. an AMP overflow step), the
+    whole update is dropped. This is decided on the device: ``finite = isfinite(rows).all()``
+    and ``torch.where(finite, rows, 0)``, counts included, so a dropped update adds 0 to the sums
+    and 0 to the counts. That is why counts are tensors (in the table) rather than Python ints.
+    An op whose every update was dropped has count 0 and is treated as having no score.
 
     Ops are identified by name and may appear or disappear between updates: each has its own
-    count. Ops whose ``grad`` is ``None`` are skipped (not counted).
+    count. Ops whose conv weight has no gradient are skipped (not counted).
 
     Distributed training: :meth:`reduce_` sums the table over ranks with a single collective.
     Ops are packed in sorted-name order, so every rank must have accumulated exactly the same
@@ -136,7 +291,7 @@ class SaliencyAccumulator:
     table to the host once: do it at decision time, not every iteration.
     """
 
-    def __init__(self, metric: str = 'synflow', seed: int = 0):
+    def __init__(self, metric: str = DEFAULT_METRIC, seed: int = 0):
         if metric not in METRICS:
             raise ValueError(f"unknown saliency metric '{metric}' (choose from {', '.join(METRICS)})")
         self.metric = metric
@@ -160,21 +315,23 @@ class SaliencyAccumulator:
 
     # ---------------------------------------------------------------- update
     def update(self,
-               ops: Mapping[str, Tuple[Tensor, Optional[Tensor]]],
-               hessian_grads: Optional[Mapping[str, Tensor]] = None,
+               ops: Mapping[str, Op],
+               hessian_grads: Optional[Mapping[str, Union[Tensor, Sequence[Optional[Tensor]]]]] = None,
                grad_scale: Optional[Tensor] = None) -> None:
         """Score one iteration's ops (Algorithm 1 line 4) and add the scores to the running sums.
 
         Args:
-            ops: op name -> ``(weight, grad)``; ops whose ``grad`` is None are skipped.
+            ops: op name -> its :class:`Operation` (or a bare ``(weight, grad)`` pair); ops whose
+                conv weight has no gradient are skipped.
             grad_scale: the gradients are taken times this factor (e.g. ``1 / loss_scale`` for
-                AMP-scaled gradients; a 0-dim tensor, no host sync). synflow, snip and
-                grad_norm are linear in the gradient, so the scores are scaled instead.
-            hessian_grads: op name -> ``H·g`` for that op's weight (from
-                :func:`hessian_gradient_product`). Required, for every scored op, by 'grasp';
-                optional for 'vote' (grasp then votes too; if given it must cover every op).
+                AMP-scaled gradients; a 0-dim tensor, no host sync).
+            hessian_grads: op name -> ``H·g`` for the op's parameters (from
+                :func:`hessian_gradient_product`; a bare tensor for the first parameter). Required,
+                for every scored op, by 'grasp'; optional for 'vote' (grasp then votes too; if
+                given it must cover every op).
         """
-        names = sorted(n for n, (_, g) in ops.items() if g is not None)
+        ops = {n: as_operation(op) for n, op in ops.items()}
+        names = sorted(n for n, op in ops.items() if op.conv[0][1] is not None)
         if not names:
             return
         use_grasp = self.metric == 'grasp' or (self.metric == 'vote' and hessian_grads is not None)
@@ -186,41 +343,39 @@ class SaliencyAccumulator:
         if self.metric == 'random':
             device = torch.device('cpu')
         else:
-            device = ops[names[0]][1].device
+            device = ops[names[0]].conv[0][1].device
         dtype = torch.float32 if device.type == 'mps' else torch.float64
 
         with torch.no_grad():
+            needs = {part for m in self.columns for part in NEEDS.get(m, ())}
+            terms = {n: op_terms(ops[n], grad_scale, needs) for n in names} if needs else {}
             cols: List[Tensor] = []
-            present: List[bool] = []
             for metric in self.columns:
                 if metric == 'random':
                     values = torch.rand(len(names), generator=self._generator, dtype=torch.float64)
+                    pairs = torch.stack([values, values], dim=1)
                 elif metric == 'grasp':
-                    if not use_grasp:
-                        values = None
-                    else:
-                        values = torch.stack([grasp(ops[n][0], hessian_grads[n]).to(device) for n in names])
+                    pairs = None if not use_grasp else torch.stack(
+                        [torch.stack(grasp_terms(ops[n], hessian_grads[n])).to(device) for n in names])
                 else:
-                    fn = _FUNCS[metric]
-                    values = torch.stack([fn(ops[n][0], ops[n][1]).to(device) for n in names])
-                    if grad_scale is not None:
-                        values = values * grad_scale.to(values)
-                present.append(values is not None)
-                cols.append(torch.zeros(len(names), dtype=dtype, device=device) if values is None else
-                            values.to(dtype))
-            scores = torch.stack(cols, dim=1)  # (N, C)
-            finite = torch.isfinite(scores).all()
-            scores = torch.where(finite, scores, torch.zeros((), dtype=dtype, device=device))
-            inc = finite.to(dtype).expand(len(names))
-            zeros = torch.zeros(len(names), dtype=dtype, device=device)
-            counts = torch.stack([inc if p else zeros for p in present], dim=1)  # (N, C)
-            rows = torch.cat([scores, counts], dim=1)  # (N, 2C)
+                    pairs = torch.stack([torch.stack(metric_of(metric, terms[n])).to(device) for n in names])
+                if pairs is None:
+                    cols.append(torch.zeros(len(names), _STATS, dtype=dtype, device=device))
+                    continue
+                pairs = pairs.to(dtype)
+                value, total = pairs[:, 0], pairs[:, 1]
+                cols.append(torch.stack([value, torch.ones_like(value), value.abs(), total], dim=1))
+            rows = torch.stack(cols, dim=1)  # (N, C, 4)
+            finite = torch.isfinite(rows).all()
+            if terms:  # every gradient of every op, read or not by the metric
+                finite = finite & torch.isfinite(torch.stack([t.grad_sum for t in terms.values()]).to(device)).all()
+            rows = torch.where(finite, rows, torch.zeros((), dtype=dtype, device=device))
             self._add_rows(names, rows)
 
     def _add_rows(self, names: List[str], rows: Tensor) -> None:
         new = [n for n in names if n not in self._index]
         if self._table is None:
-            self._table = rows.new_zeros((0, rows.shape[1]))
+            self._table = rows.new_zeros((0, ) + tuple(rows.shape[1:]))
         elif self._table.device != rows.device or self._table.dtype != rows.dtype:
             self._table = self._table.to(device=rows.device, dtype=rows.dtype)
             self._idx_cache = None
@@ -228,7 +383,7 @@ class SaliencyAccumulator:
             for n in new:
                 self._index[n] = len(self._order)
                 self._order.append(n)
-            self._table = torch.cat([self._table, rows.new_zeros((len(new), rows.shape[1]))])
+            self._table = torch.cat([self._table, rows.new_zeros((len(new), ) + tuple(rows.shape[1:]))])
             self._idx_cache = None
         if names == self._order:
             self._table.add_(rows)
@@ -244,7 +399,7 @@ class SaliencyAccumulator:
         """Sum the scores and counts over ranks, with exactly one ``all_reduce`` call.
 
         ``all_reduce(t)`` must sum ``t`` over ranks synchronously, in place or by returning the
-        result (e.g. ``torch.distributed.all_reduce``). The whole table (sums and counts of every
+        result (e.g. ``torch.distributed.all_reduce``). The whole table (every statistic of every
         op and metric) is packed into one flat tensor, ops in sorted-name order: every rank must
         have accumulated the same op names (checked by nothing: a mismatch mixes ops up). With
         no accumulated ops nothing is called (all ranks are then empty alike).
@@ -258,6 +413,7 @@ class SaliencyAccumulator:
             self._order = order
             self._index = {n: i for i, n in enumerate(order)}
             self._idx_cache = None
+        self._table = self._table.contiguous()
         shape = self._table.shape
         flat = self._table.reshape(-1)  # a view: an in-place all_reduce updates the table
         out = all_reduce(flat)
@@ -267,17 +423,17 @@ class SaliencyAccumulator:
             self._table = flat.reshape(shape)
 
     # ---------------------------------------------------------------- decide
+    def _host_table(self) -> List[List[List[float]]]:
+        return [] if self._table is None else self._table.detach().cpu().tolist()
+
     def _host_stats(self) -> Tuple[List[str], Dict[str, Dict[str, float]]]:
         """(ops with a primary-metric count > 0, {metric: {op: average}}) with one host copy."""
         per_metric: Dict[str, Dict[str, float]] = {m: {} for m in self.columns}
-        if self._table is None or not self._order:
-            return [], per_metric
-        c = len(self.columns)
-        rows = self._table.detach().cpu().tolist()
-        for name, row in zip(self._order, rows):
+        for name, row in zip(self._order, self._host_table()):
             for j, m in enumerate(self.columns):
-                if row[c + j] > 0:
-                    per_metric[m][name] = row[j] / row[c + j]
+                total, count = row[j][0], row[j][1]
+                if count > 0:
+                    per_metric[m][name] = total / count
         scored = sorted(per_metric[self.columns[0]])
         return scored, per_metric
 
@@ -291,6 +447,19 @@ class SaliencyAccumulator:
         if self.metric == 'vote':
             return {m: avg for m, avg in per_metric.items() if avg or m != 'grasp'}
         return per_metric
+
+    def degeneracy(self, metric: Optional[str] = None) -> Dict[str, float]:
+        """``{op: Σ_t |S_t| / Σ_t Σ|terms_t|}`` of ``metric`` (default: the first column, synflow
+        for 'vote'): how much of what the score adds up survives its cancellations, over the
+        accumulated updates. Near 1e-7 (float32 rounding) the score is noise. Ops whose terms
+        were all zero are left out."""
+        j = self.columns.index(metric or self.columns[0])
+        out = {}
+        for name, row in zip(self._order, self._host_table()):
+            _, count, magnitude, terms = row[j]
+            if count > 0 and terms > 0:
+                out[name] = magnitude / terms
+        return out
 
     def averages(self) -> Dict[str, float]:
         """Per-op average of the accumulator's metric (Algorithm 1 line 7).
@@ -317,6 +486,16 @@ class SaliencyAccumulator:
                 votes[n] += 1
         return votes
 
+    def ranking(self, exclude: Iterable[str] = ()) -> List[str]:
+        """Every scored op, most salient first (:meth:`select` with no limit)."""
+        exclude = set(exclude)
+        if self.metric == 'vote':
+            votes = self.votes(1, exclude)
+            syn = self._host_stats()[1]['synflow']
+            return sorted(votes, key=lambda n: (-votes[n], -syn.get(n, -math.inf), n))
+        avg = self.averages()
+        return sorted((n for n in avg if n not in exclude), key=lambda n: (-avg[n], n))
+
     def select(self, k: int = 1, exclude: Iterable[str] = ()) -> List[str]:
         """Top-``k`` ops (Algorithm 1 line 8, generalised to k), highest first, ties by name.
 
@@ -325,38 +504,37 @@ class SaliencyAccumulator:
         votes nor are returned. Returns fewer than ``k`` names if fewer ops have scores.
         """
         _check_k(k)
-        exclude = set(exclude)
         if self.metric == 'vote':
+            exclude = set(exclude)
             votes = self.votes(k, exclude)
             syn = self._host_stats()[1]['synflow']
             order = sorted(votes, key=lambda n: (-votes[n], -syn.get(n, -math.inf), n))
-        else:
-            avg = self.averages()
-            order = sorted((n for n in avg if n not in exclude), key=lambda n: (-avg[n], n))
-        return order[:k]
+            return order[:k]
+        return self.ranking(exclude)[:k]
 
     # ------------------------------------------------------------ checkpoint
     def state_dict(self) -> dict:
         """JSON-able state (plain str / int / float / list / dict)::
 
-            {'version': 1, 'metric': str, 'seed': int, 'columns': [metric, ...],
-             'ops': {name: {'sums': [float per column], 'counts': [int per column]}},
+            {'version': 2, 'metric': str, 'seed': int, 'columns': [metric, ...],
+             'ops': {name: {'sums': [float per column], 'counts': [int per column],
+                            'abs_sums': [float per column], 'term_sums': [float per column]}},
              'generator_state': [int, ...]}   # torch.Generator byte state of 'random'
 
         ``ops`` keeps the table order (JSON objects keep insertion order), so a round trip
-        through :meth:`load_state_dict` reproduces the accumulator exactly.
+        through :meth:`load_state_dict` reproduces the accumulator exactly. Version 1 states
+        (without ``abs_sums`` / ``term_sums``) load with those at 0.
         """
-        c = len(self.columns)
-        rows = [] if self._table is None else self._table.detach().cpu().tolist()
+        ops = {}
+        for name, row in zip(self._order, self._host_table()):
+            ops[name] = {'sums': [float(c[0]) for c in row], 'counts': [int(round(c[1])) for c in row],
+                         'abs_sums': [float(c[2]) for c in row], 'term_sums': [float(c[3]) for c in row]}
         return {
             'version': _STATE_VERSION,
             'metric': self.metric,
             'seed': self.seed,
             'columns': list(self.columns),
-            'ops': {
-                name: {'sums': [float(v) for v in row[:c]], 'counts': [int(round(v)) for v in row[c:]]}
-                for name, row in zip(self._order, rows)
-            },
+            'ops': ops,
             'generator_state': self._generator.get_state().tolist(),
         }
 
@@ -371,10 +549,15 @@ class SaliencyAccumulator:
         self.seed = int(state.get('seed', self.seed))
         ops = state.get('ops', {})
         if ops:
+            c = len(self.columns)
             self._order = list(ops)
             self._index = {n: i for i, n in enumerate(self._order)}
-            self._table = torch.tensor([list(v['sums']) + [float(x) for x in v['counts']] for v in ops.values()],
-                                       dtype=torch.float64)
+            rows = []
+            for v in ops.values():
+                stats = (v['sums'], [float(x) for x in v['counts']], v.get('abs_sums', [0.0] * c),
+                         v.get('term_sums', [0.0] * c))
+                rows.append([[float(s[j]) for s in stats] for j in range(c)])
+            self._table = torch.tensor(rows, dtype=torch.float64)
         if 'generator_state' in state:
             self._generator.set_state(torch.tensor(state['generator_state'], dtype=torch.uint8))
         else:
@@ -387,5 +570,7 @@ def _check_k(k: int) -> None:
 
 
 __all__ = [
-    'METRICS', 'VOTERS', 'SaliencyAccumulator', 'grad_norm', 'grasp', 'hessian_gradient_product', 'snip', 'synflow'
+    'DEFAULT_METRIC', 'METRICS', 'NEEDS', 'SIGNED', 'VOTERS', 'OpTerms', 'Operation', 'SaliencyAccumulator',
+    'as_operation', 'grad_norm', 'grasp', 'grasp_terms', 'hessian_gradient_product', 'metric_of', 'op_terms', 'snip',
+    'synflow', 'synflow_conv', 'taylor'
 ]

@@ -20,7 +20,8 @@ from mmengine.runner import BaseLoop, EpochBasedTrainLoop
 from torch.utils.data import DataLoader, RandomSampler
 
 from mmdyrep.analysis.history import time_average
-from mmdyrep.core import BRANCH_TYPES, METRICS, DyRepError, Evolver, apply_structure, extract_structure, iter_blocks
+from mmdyrep.core import (BRANCH_TYPES, DEFAULT_METRIC, METRICS, DyRepError, Evolver, apply_structure,
+                          extract_structure, iter_blocks)
 from mmdyrep.models.complexity import count
 from mmdyrep.models.dyrep_resnet import STRUCTURE_KEY, DyRepResNetMixin, decode_structure
 from .optim import arrange_groups, flatten_schedulers, group_names, sync_optimizer
@@ -54,8 +55,15 @@ class DyRepHook(Hook):
         interval: ``t`` of Algorithm 1, in epochs or iterations (as the train loop counts).
         begin, end: updates happen at ``begin + k * interval <= end`` (``end=None``: the end
             of training). The paper stops growing before the end (e.g. epoch 100 of 120).
-        metric: saliency metric (synflow, snip, grad_norm, random, vote; grasp needs a
-            second-order pass and is not offered by the hook).
+        metric: saliency metric of each candidate OP-BN operation (the conv with the norm that
+            normalises its output): ``taylor`` (the default: per channel, the squared first-order
+            effect of scaling the operation's output, summed over steps), ``synflow`` (the paper's
+            Eq. 4 over the operation: signed, its ranking flips between intervals in the saliency
+            study), ``synflow_conv`` (the conv weight only, as the authors' code: degenerate under
+            batch-statistics BN), ``snip``, ``grad_norm``, ``random``, ``vote`` (see
+            :mod:`mmdyrep.core.saliency`; grasp needs a second-order pass and is not offered).
+            Each update logs the top-5 and keeps the full score table in the history; a metric
+            that is numerically degenerate for most candidates gets one warning.
         topk: ops grown per update.
         branches: branch types added on a grow (default: all that fit; Table 1).
         gamma_init: gamma of each new branch's last BN (Sec. 4.1).
@@ -63,9 +71,10 @@ class DyRepHook(Hook):
         dep: cut weak branches after each grow (Sec. 4.2).
         dep_threshold: lambda of Sec. 4.2.
         max_depth: how many DyRep blocks may contain a growing conv (``None``: any depth). The
-            default 1 follows the authors' code: a grown conv's origin and the K×K inside its
-            1x1-KxK branch may grow once more, not deeper (synflow would otherwise keep picking
-            the same origin, whose gradient is the grown conv's).
+            default 1: a grown conv's origin and the K×K inside its 1x1-KxK branch may grow once
+            more, not deeper (the paper's Fig. 6 shows two levels). An origin is scored with its
+            block's norm, so right after a grow it carries its location's whole score and a stable
+            metric picks it again: the depth bounds how much of the budget one location takes.
         check_equivalence: measure and log the backbone's eval-output change of each update
             on one calibration batch (should be ~1e-7; exactness of Rep/Dep).
         flops_input_shape: input of the params/FLOPs counts (backbone, conv+linear MACs).
@@ -78,7 +87,7 @@ class DyRepHook(Hook):
                  interval: int = 5,
                  begin: int = 0,
                  end: Optional[int] = None,
-                 metric: str = 'synflow',
+                 metric: str = DEFAULT_METRIC,
                  topk: int = 1,
                  branches: Optional[Sequence[str]] = None,
                  gamma_init: float = 0.01,
@@ -128,6 +137,7 @@ class DyRepHook(Hook):
         self.num_updates = 0
         self._wrapped_structure = None
         self._deployed_counts = None
+        self._warned_degenerate = False
 
     # ------------------------------------------------------------------ helpers
     @staticmethod
@@ -184,10 +194,12 @@ class DyRepHook(Hook):
             raise DyRepError(f'DyRepHook supports a single OptimWrapper, got {type(runner.optim_wrapper).__name__}')
         prefix, backbone = self._backbone(runner)
         self.prefix = prefix + '.' if prefix else ''
+        weight = next(backbone.parameters())
+        example = torch.zeros((1, ) + self.flops_input_shape, dtype=weight.dtype, device=weight.device)
         self.evolver = Evolver(backbone, metric=self.metric, topk=self.topk, branches=self.branches,
                                gamma_init=self.gamma_init, dep=self.dep, dep_threshold=self.dep_threshold,
                                candidate_filter=backbone.is_grow_candidate, max_depth=self.max_depth,
-                               seed=self.seed)
+                               seed=self.seed, example_input=example)
         if not self.evolver.candidates():
             raise DyRepError('DyRepHook: no conv of the backbone may grow (all frozen, or excluded by '
                              f'grow_candidates={backbone.grow_candidates})')
@@ -366,6 +378,7 @@ class DyRepHook(Hook):
                                        sync_norms=sync_norms if world > 1 else None)
         self.num_updates += 1
         model.train(was_training)
+        self._check_degeneracy(runner, report)
         change = None
         if probe is not None:
             change = self._relative_change(before, self._eval_features(backbone, probe))
@@ -377,6 +390,7 @@ class DyRepHook(Hook):
         if dist.get_rank() == 0:
             epoch = runner.epoch + 1 if self.by_epoch else runner.epoch
             record = self._record(runner, report['grown'], report['cut'], runner.iter + 1, epoch, change)
+            record['saliency'] = {k: report[k] for k in ('metric', 'scores', 'degeneracy', 'kinds', 'norm_modes')}
             self.records.append(record)
             self._write_history(runner)
             self._report(runner, n, record, report, added, removed, time.perf_counter() - t0)
@@ -417,6 +431,33 @@ class DyRepHook(Hook):
         self._log(runner, f'{len(prints)} ranks agree on structure and weights (fingerprint {prints[0]})')
 
     # ---------------------------------------------------------------- report
+    #: A score whose magnitude is below this fraction of the magnitudes it sums is rounding-sized.
+    DEGENERATE_RATIO = 1e-4
+
+    def _check_degeneracy(self, runner, report) -> None:
+        """One warning per run if most candidates' scores were numerically degenerate."""
+        ratios = report['degeneracy']
+        if self._warned_degenerate or not ratios or dist.get_rank() != 0:
+            return
+        low = [n for n, r in ratios.items() if r < self.DEGENERATE_RATIO]
+        if len(low) * 2 <= len(ratios):
+            return
+        self._warned_degenerate = True
+        modes = sorted(set(report['norm_modes'].values()))
+        runner.logger.warning(
+            f"[DyRep] metric '{self.metric}' is numerically degenerate for {len(low)} of {len(ratios)} candidates "
+            f'(|sum| / sum|terms| < {self.DEGENERATE_RATIO:g}; median {sorted(ratios.values())[len(ratios) // 2]:.1e}) '
+            f'with norms in {"/".join(modes)} mode: its choice is decided by float rounding, not by the loss. '
+            + ("With batch-statistics BN the loss does not depend on a conv's scale, so 'synflow_conv' is ~0; "
+               "use metric='synflow' (the conv with its BN)." if 'batch-statistics' in modes else ''))
+
+    def _top(self, report, k: int = 5) -> str:
+        scores = report['scores'].get(self.metric) if self.metric != 'vote' else report['scores'].get('synflow')
+        if not scores:
+            return 'none'
+        top = sorted(scores, key=lambda n: (-scores[n], n))[:k]
+        return ', '.join(f'{n} {scores[n]:.3e} ({report["kinds"].get(n, "?")})' for n in top)
+
     def _deployed_count(self) -> dict:
         """Params/FLOPs of the deployed backbone: the plain ResNet's, whatever the structure."""
         plain = copy.deepcopy(self.evolver.model)
@@ -457,6 +498,9 @@ class DyRepHook(Hook):
         grown = ', '.join(f'{k} <- [{" ".join(v)}]' for k, v in report['grown'].items()) or 'nothing'
         cut = ', '.join(f'{k} -x [{" ".join(v)}]' for k, v in report['cut'].items()) or 'nothing'
         change = f', eval-output change {record["eval_change"]:.1e}' if record['eval_change'] is not None else ''
+        metric = self.metric if self.metric != 'vote' else 'vote (synflow shown)'
+        self._log(runner, f'update {self.num_updates} at {self._unit(runner)} {n}: top-5 by {metric}: '
+                  f'{self._top(report)}')
         self._log(runner, f'update {self.num_updates} at {self._unit(runner)} {n}: grew {grown}; cut {cut}; '
                   f'optimizer +{len(added)}/-{removed} params{change}; {seconds:.1f}s')
         self._log(runner, f'backbone now {record["params"] / 1e6:.2f}M params, {record["flops"] / 1e9:.2f} GFLOPs '

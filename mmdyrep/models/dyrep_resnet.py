@@ -15,14 +15,13 @@ The class is the toolbox's ResNet (mmdet, mmseg or mmpretrain) plus :class:`DyRe
 import copy
 import fnmatch
 import json
-import re
 from typing import Callable, Dict, List, Optional, Sequence
 
 import torch
 from torch import nn
 
-from mmdyrep.core import (DyRepBlock, DyRepError, apply_structure, deploy, extract_structure, fold_conv_bias, grow,
-                          growable_convs, is_evolved, iter_blocks, strip_blocks)
+from mmdyrep.core import (DyRepBlock, DyRepError, apply_structure, deploy, extract_structure, fold_conv_bias,
+                          following_norms, grow, growable_convs, is_evolved, iter_blocks, strip_blocks)
 from mmdyrep.core.fast_block import set_fast_forward
 
 STRUCTURE_KEY = 'dyrep_structure'
@@ -177,25 +176,15 @@ class DyRepResNetMixin:
         return False
 
     # ------------------------------------------------------------------ deploy
-    def norm_after(self, conv_name: str) -> Optional[str]:
-        """The norm that directly follows conv ``conv_name`` in a ResNet."""
-        parent_name, _, attr = conv_name.rpartition('.')
-        parent = self.get_submodule(parent_name) if parent_name else self
-        if isinstance(parent, nn.Sequential) and attr.isdigit():  # deep stem
-            nxt = str(int(attr) + 1)
-            return f'{parent_name}.{nxt}' if nxt in parent._modules else None
-        match = re.fullmatch(r'conv(\d+)', attr)
-        norm_attr = getattr(parent, f'norm{match.group(1)}_name', None) if match else None
-        if norm_attr is None:
-            return None
-        return f'{parent_name}.{norm_attr}' if parent_name else norm_attr
-
     def switch_to_deploy(self) -> List[str]:
-        """Fuse every DyRep block into its conv and fold the bias into the next norm: the
+        """Fuse every DyRep block into its conv and fold the bias into the norm that normalises
+        its output (found by one traced forward, :func:`~mmdyrep.core.following_norms`): the
         backbone becomes (module by module) the stock ResNet. Eval output unchanged."""
         names = deploy(self)
-        for name in names:
-            fold_conv_bias(self, name, self.norm_after(name))
+        if names:
+            norms = following_norms(self)
+            for name in names:
+                fold_conv_bias(self, name, norms.get(name))
         self.rep_mode = 'origin'
         return names
 

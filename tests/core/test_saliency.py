@@ -54,7 +54,7 @@ def test_hand_values_are_a_discriminating_case():
 def test_metrics_match_hand_computed_values():
     expected = hand_values()
     w, g, hg = real_grads()
-    got = {'synflow': synflow(w, g), 'snip': snip(w, g), 'grad_norm': grad_norm(w, g), 'grasp': grasp(w, hg)}
+    got = {'synflow': synflow((w, g)), 'snip': snip((w, g)), 'grad_norm': grad_norm((w, g)), 'grasp': grasp((w, g), hg)}
     for name, value in expected.items():
         assert isinstance(got[name], torch.Tensor) and got[name].dim() == 0, name
         assert got[name].device == w.device and got[name].dtype == torch.float64, name
@@ -242,7 +242,7 @@ def test_reduce_is_one_collective_and_keeps_averages(in_place):
 
     acc.reduce_(fake_all_reduce)
     assert len(calls) == 1
-    assert calls[0].dim() == 1 and calls[0].numel() == 3 * 8  # 3 ops x (4 sums + 4 counts)
+    assert calls[0].dim() == 1 and calls[0].numel() == 3 * 4 * 4  # 3 ops x 4 metrics x (sum, count, |sum|, terms)
     after = acc.metric_averages()
     assert set(after) == set(before)
     for metric in before:
@@ -299,3 +299,120 @@ def test_bad_metric_and_grasp_without_hessian():
     acc = SaliencyAccumulator('grasp')
     acc.update(ops(a=1.0, b=None), hessian_grads={'a': torch.full((4, ), 2.0)})  # b: no grad, no hessian needed
     assert acc.averages() == {'a': -8.0}
+
+
+# ---------------------------------------------------------------- OP-BN (conv + train-mode BN)
+EPS = 1e-5
+GAMMA, BETA = [1.5, -0.7], [0.2, 0.3]
+COEF = [[1.0, -2.0], [0.5, 1.5], [-1.0, 0.25], [2.0, -0.5]]  # loss = sum_n,c COEF[n][c] * z[n][c]
+
+
+def op_bn_model():
+    """conv (2 -> 2 channels, 3x3, no padding) on four 2x3x3 inputs, then a training-mode BN; a linear loss."""
+    g = torch.Generator().manual_seed(5)
+    conv = nn.Conv2d(2, 2, 3, bias=False).double()
+    with torch.no_grad():
+        conv.weight.copy_(torch.randn(2, 2, 3, 3, generator=g, dtype=torch.float64))
+    bn = nn.BatchNorm2d(2, eps=EPS).double().train()
+    with torch.no_grad():
+        bn.weight.copy_(torch.tensor(GAMMA, dtype=torch.float64))
+        bn.bias.copy_(torch.tensor(BETA, dtype=torch.float64))
+    x = torch.randn(4, 2, 3, 3, generator=g, dtype=torch.float64)
+    return nn.Sequential(conv, bn), x
+
+
+def op_bn_hand_values(model, x):
+    """Every metric in plain Python floats: BN forward and backward written out (biased variance)."""
+    w = model[0].weight.detach().tolist()
+    xs = x.tolist()
+    n_samples = len(xs)
+    y = [[sum(w[c][i][a][b] * xs[n][i][a][b] for i in range(2) for a in range(3) for b in range(3)) for c in range(2)]
+         for n in range(n_samples)]
+    out = {'g_w': [], 'g_gamma': [], 'g_beta': [], 'shadow': 0.0, 'loss': 0.0, 'channel': []}
+    for c in range(2):
+        ys = [y[n][c] for n in range(n_samples)]
+        mu = sum(ys) / n_samples
+        var = sum((v - mu)**2 for v in ys) / n_samples
+        sigma = math.sqrt(var + EPS)
+        yhat = [(v - mu) / sigma for v in ys]
+        coef = [COEF[n][c] for n in range(n_samples)]
+        z = [GAMMA[c] * h + BETA[c] for h in yhat]
+        g_gamma, g_beta = sum(k * h for k, h in zip(coef, yhat)), sum(coef)
+        mean_c, mean_ch = sum(coef) / n_samples, sum(k * h for k, h in zip(coef, yhat)) / n_samples
+        g_y = [GAMMA[c] / sigma * (coef[n] - mean_c - yhat[n] * mean_ch) for n in range(n_samples)]
+        out['g_w'].append([[[sum(g_y[n] * xs[n][i][a][b] for n in range(n_samples)) for b in range(3)]
+                            for a in range(3)] for i in range(2)])
+        out['g_gamma'].append(g_gamma)
+        out['g_beta'].append(g_beta)
+        out['channel'].append(g_gamma * GAMMA[c] + g_beta * BETA[c])  # = sum_n coef * z: the op's output
+        out['loss'] += sum(k * v for k, v in zip(coef, z))
+        out['shadow'] += EPS / (var + EPS) * g_gamma * GAMMA[c]  # what scaling the conv alone does
+    flat_gw = [v for c in out['g_w'] for i in c for a in i for v in a]
+    flat_w = [v for c in w for i in c for a in i for v in a]
+    conv_abs = sum(abs(g * v) for g, v in zip(flat_gw, flat_w))
+    norm_abs = sum(abs(out['g_gamma'][c] * GAMMA[c]) + abs(out['g_beta'][c] * BETA[c]) for c in range(2))
+    return {
+        'synflow': sum(out['channel']),
+        'synflow_conv': out['shadow'],
+        'taylor': sum(v * v for v in out['channel']),
+        'snip': conv_abs + norm_abs,
+        'grad_norm': math.sqrt(sum(g * g for g in flat_gw) + sum(g * g for g in out['g_gamma'] + out['g_beta'])),
+        'loss': out['loss'],
+        'conv_abs': conv_abs,
+    }
+
+
+def test_op_bn_metrics_match_hand_computed_values():
+    from mmdyrep.core import Evolver
+    model, x = op_bn_model()
+    hand = op_bn_hand_values(model, x)
+    loss = (model(x)[:, :, 0, 0] * torch.tensor(COEF, dtype=torch.float64)).sum()
+    assert loss.item() == pytest.approx(hand['loss'], rel=1e-12)
+    loss.backward()
+    evolver = Evolver(model, example_input=x)
+    op = evolver.ops()['0']  # the conv, with the BN found by tracing
+    assert op.invariant and [p for p, _ in op.norm] == [model[1].weight, model[1].bias]
+    from mmdyrep.core.saliency import synflow_conv, taylor
+    got = {'synflow': synflow(op), 'synflow_conv': synflow_conv(op), 'taylor': taylor(op), 'snip': snip(op),
+           'grad_norm': grad_norm(op)}
+    for name, value in got.items():
+        assert value.dtype == torch.float64 and value.dim() == 0, name
+        # synflow_conv is the eps-shadow: in float64 it is exact to ~1e-16 of the conv terms it sums
+        tol = 1e-9 * hand['conv_abs'] if name == 'synflow_conv' else 1e-10 * abs(hand[name])
+        assert value.item() == pytest.approx(hand[name], rel=0, abs=tol), name
+    # Eq. 4 over the whole operation is the first-order effect of scaling its output: for a loss linear
+    # in the output, the loss itself
+    assert got['synflow'].item() == pytest.approx(hand['loss'], rel=1e-10)
+    assert abs(hand['synflow_conv']) < 1e-4 * abs(hand['synflow'])  # the eps-shadow is tiny
+
+
+def test_degeneracy_of_synflow_conv_and_not_of_synflow(resnet18, batches):
+    """On a ResNet-18 with training-mode BN: the conv-weight score cancels to rounding, the OP-BN one does not."""
+    from mmdyrep.core import Evolver
+    resnet18.train()
+    evolvers = {m: Evolver(resnet18, metric=m) for m in ('synflow', 'synflow_conv', 'taylor', 'snip')}
+    g = torch.Generator().manual_seed(3)
+    for x in batches:
+        resnet18.zero_grad()
+        nn.functional.cross_entropy(resnet18(x), torch.randint(0, 10, (len(x), ), generator=g)).backward()
+        for evolver in evolvers.values():
+            evolver.record()
+    median = {m: sorted(e.scores.degeneracy().values())[8] for m, e in evolvers.items()}
+    assert len(evolvers['synflow'].scores.degeneracy()) == 17
+    assert median['synflow_conv'] < 1e-4, median
+    assert median['synflow'] > 1e-2, median
+    assert median['taylor'] > 1e-2 and median['snip'] == pytest.approx(1.0), median
+
+
+def test_without_a_norm_synflow_is_the_conv_score_and_running_bn_adds_its_terms():
+    model, x = op_bn_model()
+    loss = (model(x)[:, :, 0, 0] * torch.tensor(COEF, dtype=torch.float64)).sum()
+    loss.backward()
+    w, gw = model[0].weight, model[0].weight.grad
+    bn = model[1]
+    from mmdyrep.core.saliency import Operation, synflow_conv
+    alone = Operation([(w, gw)])
+    assert synflow(alone).item() == synflow_conv(alone).item() == synflow((w, gw)).item()
+    running = Operation([(w, gw)], [(bn.weight, bn.weight.grad), (bn.bias, bn.bias.grad)], invariant=False)
+    expected = (gw * w).sum() + (bn.weight.grad * bn.weight).sum() + (bn.bias.grad * bn.bias).sum()
+    assert synflow(running).item() == pytest.approx(expected.item(), rel=1e-12)

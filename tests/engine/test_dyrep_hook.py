@@ -43,15 +43,25 @@ def check_run(runner, min_updates):
     loss = runner.message_hub.get_scalar('train/loss').current()
     assert torch.isfinite(torch.tensor(loss))
     text = log_text(runner.work_dir)
-    assert text.count('[DyRep] update') == len(updates)
+    assert text.count('[DyRep] update') == 2 * len(updates)  # the top-5 line and the grow line
     for name in updates[0]['grown']:
         assert f'grew {name} <-' in text
+    # each update keeps the full score table it chose from: the grown conv is its top-1
+    for r in updates:
+        sal = r['saliency']
+        scores = sal['scores'][sal['metric']]
+        assert set(scores) == set(sal['kinds']) == set(sal['norm_modes'])
+        assert list(r['grown']) == [min(scores, key=lambda n: (-scores[n], n))]
+        assert set(sal['kinds'].values()) <= {'plain', 'origin', 'inner'}
+    assert text.count('top-5 by') == len(updates)
+    return text
 
 
 def test_classification_run(tmp_path):
     runner = Runner.from_cfg(imagenet_cfg(str(tmp_path / 'data'), str(tmp_path / 'work'), epochs=3))
     runner.train()
-    check_run(runner, 3)
+    text = check_run(runner, 3)
+    assert 'numerically degenerate' not in text  # synflow over the OP-BN operation, train-mode BN
     # each update's grown op is a block now, and its new parameters are optimized
     opt_params = {id(p) for g in runner.optim_wrapper.optimizer.param_groups for p in g['params']}
     for _, block in iter_blocks(runner.model.backbone):
@@ -67,6 +77,19 @@ def test_classification_run(tmp_path):
     opt_params = {id(p) for g in again.optim_wrapper.optimizer.param_groups for p in g['params']}
     assert all(id(p) in opt_params for b in blocks.values() for p in b.parameters())
     assert len(history(str(tmp_path / 'again'))['records']) == 2
+
+
+def test_degenerate_metric_is_named_once(tmp_path):
+    """synflow_conv (the conv weight only, as the authors' code) under training-mode BN: one warning."""
+    runner = Runner.from_cfg(imagenet_cfg(str(tmp_path / 'data'), str(tmp_path / 'work'), epochs=2,
+                                          hook=dict(metric='synflow_conv')))
+    runner.train()
+    text = log_text(runner.work_dir)
+    assert text.count('numerically degenerate') == 1
+    line = next(line for line in text.splitlines() if 'numerically degenerate' in line)
+    assert "metric 'synflow_conv'" in line and 'batch-statistics' in line and "metric='synflow'" in line
+    ratios = history(runner.work_dir)['records'][1]['saliency']['degeneracy']
+    assert sorted(ratios.values())[len(ratios) // 2] < 1e-4
 
 
 def test_detection_run(tmp_path):

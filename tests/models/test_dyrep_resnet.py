@@ -28,14 +28,15 @@ def rel_err(a, b):
     return max(((x - y).abs().max() / y.abs().max()).item() for x, y in zip(a, b))
 
 
-def evolve(model, toolbox, data, nested=True):
-    """Grow GROW[toolbox] with BN calibration on the batch, then one nested grow; then give the
-    branches random gammas (the origin absorbs the change, so the eval output stays the same)."""
+def evolve(model, toolbox, data, nested=True, names=None):
+    """Grow ``names`` (default GROW[toolbox]) with BN calibration on the batch, then one nested grow;
+    then give the branches random gammas (the origin absorbs the change, so the eval output stays the same)."""
+    names = names or GROW[toolbox]
     inputs = model.data_preprocessor(data, False)['inputs']
     calibrate = lambda backbone: backbone(inputs)  # noqa: E731
-    blocks = grow(model.backbone, GROW[toolbox], calibrate=calibrate)
+    blocks = grow(model.backbone, names, calibrate=calibrate)
     if nested:
-        grow(model.backbone, [f'{GROW[toolbox][0]}.branches.1x1_kxk.kxk'], calibrate=calibrate)
+        grow(model.backbone, [f'{names[0]}.branches.1x1_kxk.kxk'], calibrate=calibrate)
     g = torch.Generator().manual_seed(1)
     with torch.no_grad():
         for _, block in iter_blocks(model.backbone):
@@ -223,6 +224,27 @@ def test_deploy_gives_a_stock_resnet(toolbox):
     assert len(fused) == len(GROW[toolbox])
     assert list(model.state_dict()) == list(stock.state_dict())
     assert rel_err(features(model, data), ref) <= 1e-5
+
+
+# every toolbox's deep-stem variant: its stem convs (mmpretrain builds them as ConvModules, conv -> bn)
+DEEP_STEM = {
+    'mmdet': ('ResNetV1d', ['stem.0', 'stem.3', 'stem.6']),
+    'mmseg': ('ResNetV1c', ['stem.0', 'stem.3', 'stem.6']),
+    'mmpretrain': ('ResNetV1d', ['stem.0.conv', 'stem.1.conv', 'stem.2.conv']),
+}
+
+
+@pytest.mark.parametrize('toolbox', TOOLBOXES)
+def test_deep_stem_variants_deploy_with_the_stem_grown(toolbox):
+    kind, stem = DEEP_STEM[toolbox]
+    model = build(toolbox, type='DyRep' + kind).eval()
+    data = batch(toolbox, size=SIZES[toolbox])
+    evolve(model, toolbox, data, names=stem)  # the biases the origins got must fold into the stem's BNs
+    ref = features(model, data)
+    stock = build(toolbox, dyrep=False, type=kind).eval()
+    result = stock.load_state_dict(deploy_state_dict(model, model.state_dict()), strict=True)
+    assert not result.missing_keys and not result.unexpected_keys
+    assert rel_err(features(stock, data), ref) <= 1e-5
 
 
 @pytest.mark.parametrize('mode, branches', [('repvgg', {'1x1', 'residual'}), ('dbb', {'1x1_kxk', '1x1_avg', '1x1'})])

@@ -3,11 +3,11 @@
     python tools/analysis/overheads.py [--repeats 5] [--device cpu|cuda] [--out overheads.json]
 
 Measured on an mmpretrain ResNet-50 classifier with a DyRepResNet backbone, evolved to the paper's
-size first (synflow-chosen grows with BN calibration until the backbone has ``--dyrep-params-ratio``
+size first (saliency-chosen grows with BN calibration until the backbone has ``--dyrep-params-ratio``
 x the plain parameters, as in ``training_cost.py``):
 
-1. scoring: ``Evolver.record()`` (Algorithm 1 line 4: synflow of every candidate conv from its
-   gradient), timed right after ``backward`` in each train step, as a % of the step (data
+1. scoring: ``Evolver.record()`` (Algorithm 1 line 4: the default saliency of every candidate conv
+   with its BN, from their gradients), timed right after ``backward`` in each train step, as a % of the step (data
    preprocessing, forward, backward, SGD step) without it. Target <= 2 % (aim 1 %).
 2. one update (lines 7-10): ``Evolver.step`` with BN calibration on 20 batches (each batch through
    the data preprocessor, as the hook does), grow of the top conv, Rep, Dep; in train-step

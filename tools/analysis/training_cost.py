@@ -13,18 +13,19 @@ detector heads see the same features and do the same work):
   kept, BN calibration) as ``DyRepResNet(rep_mode='repvgg')`` does around loaded weights;
 * ``dbb``     K×K + 1×1–K×K + 1×1–AVG + 1×1 on every candidate conv (Table 1), likewise;
 * ``dyrep``   the plain ResNet after N grows (Sec. 4.1): each grow scores the candidates with
-  synflow (Eq. 3-4) on a real batch of the model's own loss, grows the top one into a DyRep
-  block with every branch that fits (nested grows allowed once, ``max_depth=1`` as the hook),
+  the default saliency (``taylor`` over each conv with its BN) on a real batch of the model's own
+  loss, grows the top one into a DyRep block with every branch that fits (nested grows allowed once,
+  ``max_depth=1`` as the hook),
   calibrates the new BNs on real batches and keeps the output (Eq. 6); grows continue while they
   bring the backbone's parameters closer to ``--dyrep-params-ratio`` (1.25: Table 3's average
   params, ResNet-50) x the plain backbone's. The ratios reached are reported. Its step also scores
   the candidates (``Evolver.record()``), as every DyRep training step does.
 * ``dyrep-f`` the same, grown to ``--dyrep-flops-ratio`` (1.25) x the plain backbone's FLOPs
-  instead: synflow tends to pick convs with many FLOPs per parameter (early stages), so the
+  instead: the saliency may pick convs with many FLOPs per parameter (early stages), so the
   params-sized structure can carry far more FLOPs than Table 3's (+23 % for ResNet-50).
 * ``--replay OUT.json``: ``dyrep`` and ``dyrep-f`` repeat the grows and cuts that an earlier run's
-  JSON recorded (``<mode>_steps``) instead of choosing by synflow, whose choice under training-mode
-  BN changes with float rounding: the same structure across commits, machines and devices.
+  JSON recorded (``<mode>_steps``) instead of choosing by saliency: the same structure across
+  commits, machines and devices.
 * ``<mode>+fast``: the same model with the backbone's ``fast_forward=True``
   (:func:`mmdyrep.core.fast_block.merged_forward`: one K×K conv per block where the BNs use
   running statistics, e.g. mmdet's ``norm_eval=True``; with training-mode BNs the stem's
@@ -185,8 +186,9 @@ def grow_cost(backbone, name: str, sizes: dict) -> tuple:
 
 def evolve_dyrep(model, data, calib_batches, ratio: float, reference: dict, input_shape, key: str = 'params',
                  max_grows: int = 64):
-    """Grow the synflow-top conv (one per round, scored on ``data``, BN calibration on ``calib_batches``)
-    while that brings the backbone's ``key`` ('params' or 'flops') closer to ``ratio`` x ``reference[key]``.
+    """Grow the top conv by the default saliency (one per round, scored on ``data``, BN calibration on
+    ``calib_batches``) while that brings the backbone's ``key`` ('params' or 'flops') closer to ``ratio`` x
+    ``reference[key]``.
     Returns the Evolver, the grown conv names and the steps (``{'grown': [...], 'cut': {block: [...]}}``
     each, what :func:`replay_dyrep` repeats)."""
     backbone = backbone_of(model)
@@ -218,9 +220,10 @@ def evolve_dyrep(model, data, calib_batches, ratio: float, reference: dict, inpu
 
 
 def dyrep_evolver(backbone):
-    """The Evolver as the hook builds it by default (synflow, one grow per update, ``max_depth=1``)."""
-    from mmdyrep.core import Evolver
-    return Evolver(backbone, metric='synflow', topk=1, candidate_filter=backbone.is_grow_candidate, max_depth=1)
+    """The Evolver as the hook builds it by default (the default metric, one grow per update, ``max_depth=1``)."""
+    from mmdyrep.core import DEFAULT_METRIC, Evolver
+    return Evolver(backbone, metric=DEFAULT_METRIC, topk=1, candidate_filter=backbone.is_grow_candidate,
+                   max_depth=1)
 
 
 def calibrator(model, calib_batches):
@@ -565,7 +568,7 @@ def parse_args(argv=None):
                    '(Table 3 averages: 1.23 ResNet-50, 1.34 ResNet-18)')
     p.add_argument('--replay', default=None, metavar='OUT.json',
                    help="dyrep / dyrep-f: grow (and cut) exactly what an earlier run's --out JSON recorded, instead "
-                   "of choosing by synflow: the same structure across commits, machines or devices")
+                   "of choosing by saliency: the same structure across commits, machines or devices")
     p.add_argument('--no-memory', dest='memory', action='store_false')
     p.add_argument('--block-shapes', nargs='+', default=None, metavar='C,H,W,N',
                    help='instead of the models: time one grown 3x3 conv per shape, per branch vs merged_forward')

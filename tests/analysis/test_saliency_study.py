@@ -20,6 +20,13 @@ def test_helpers():
     assert kind_counts(['a', 'b', 'z'], {'a': 'plain', 'b': 'origin'}) == {'plain': 1, 'origin': 1, 'unknown': 1}
 
 
+@pytest.fixture
+def imagenet_env(tmp_path):
+    from mmdyrep.datasets import make_imagenet
+    info = make_imagenet(tmp_path / 'imagenet', num_train_per_class=8, num_val_per_class=2)
+    return {'MMDYREP_IMAGENET_ROOT': info['root']}
+
+
 def test_study_on_the_tiny_classifier(tmp_path, imagenet_env):
     out = tmp_path / 'study.json'
     proc = run_tool([STUDY, TINY_CLS, '--iters', '6', '--window', '10', '--loss-check-steps', '2', '--seeds', '0',

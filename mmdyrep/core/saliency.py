@@ -49,8 +49,6 @@ METRICS = ('synflow', 'synflow_conv', 'taylor', 'snip', 'grad_norm', 'grasp', 'r
 DEFAULT_METRIC = 'taylor'
 #: The metrics 'vote' accumulates side by side; 'grasp' only counts in updates that get ``hessian_grads``.
 VOTERS = ('synflow', 'snip', 'grad_norm', 'grasp')
-#: Metrics that are sums of signed terms, whose degeneracy ratio can fall below 1.
-SIGNED = ('synflow', 'synflow_conv', 'taylor', 'grasp')
 _STATE_VERSION = 2
 #: Per (op, metric) the table keeps: sum of scores, count, sum of |score|, sum of the terms' magnitudes.
 _STATS = 4
@@ -486,11 +484,12 @@ class SaliencyAccumulator:
                 votes[n] += 1
         return votes
 
-    def ranking(self, exclude: Iterable[str] = ()) -> List[str]:
-        """Every scored op, most salient first (:meth:`select` with no limit)."""
+    def ranking(self, exclude: Iterable[str] = (), k: int = 1) -> List[str]:
+        """Every scored op, most salient first (:meth:`select` with no limit; for 'vote' each metric
+        votes for its own top ``k``)."""
         exclude = set(exclude)
         if self.metric == 'vote':
-            votes = self.votes(1, exclude)
+            votes = self.votes(k, exclude)
             syn = self._host_stats()[1]['synflow']
             return sorted(votes, key=lambda n: (-votes[n], -syn.get(n, -math.inf), n))
         avg = self.averages()
@@ -504,13 +503,7 @@ class SaliencyAccumulator:
         votes nor are returned. Returns fewer than ``k`` names if fewer ops have scores.
         """
         _check_k(k)
-        if self.metric == 'vote':
-            exclude = set(exclude)
-            votes = self.votes(k, exclude)
-            syn = self._host_stats()[1]['synflow']
-            order = sorted(votes, key=lambda n: (-votes[n], -syn.get(n, -math.inf), n))
-            return order[:k]
-        return self.ranking(exclude)[:k]
+        return self.ranking(exclude, k)[:k]
 
     # ------------------------------------------------------------ checkpoint
     def state_dict(self) -> dict:
@@ -570,7 +563,7 @@ def _check_k(k: int) -> None:
 
 
 __all__ = [
-    'DEFAULT_METRIC', 'METRICS', 'NEEDS', 'SIGNED', 'VOTERS', 'OpTerms', 'Operation', 'SaliencyAccumulator',
+    'DEFAULT_METRIC', 'METRICS', 'NEEDS', 'VOTERS', 'OpTerms', 'Operation', 'SaliencyAccumulator',
     'as_operation', 'grad_norm', 'grasp', 'grasp_terms', 'hessian_gradient_product', 'metric_of', 'op_terms', 'snip',
     'synflow', 'synflow_conv', 'taylor'
 ]

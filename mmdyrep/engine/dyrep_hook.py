@@ -20,6 +20,7 @@ from mmengine.runner import BaseLoop, EpochBasedTrainLoop
 from torch.utils.data import DataLoader, RandomSampler
 
 from mmdyrep.analysis.history import time_average
+from mmdyrep.analysis.saliency import median, top
 from mmdyrep.core import (BRANCH_TYPES, DEFAULT_METRIC, METRICS, DyRepError, Evolver, apply_structure,
                           extract_structure, iter_blocks)
 from mmdyrep.models.complexity import count
@@ -446,7 +447,7 @@ class DyRepHook(Hook):
         modes = sorted(set(report['norm_modes'].values()))
         runner.logger.warning(
             f"[DyRep] metric '{self.metric}' is numerically degenerate for {len(low)} of {len(ratios)} candidates "
-            f'(|sum| / sum|terms| < {self.DEGENERATE_RATIO:g}; median {sorted(ratios.values())[len(ratios) // 2]:.1e}) '
+            f'(|sum| / sum|terms| < {self.DEGENERATE_RATIO:g}; median {median(ratios.values()):.1e}) '
             f'with norms in {"/".join(modes)} mode: its choice is decided by float rounding, not by the loss. '
             + ("With batch-statistics BN the loss does not depend on a conv's scale, so 'synflow_conv' is ~0; "
                "use metric='synflow' (the conv with its BN)." if 'batch-statistics' in modes else ''))
@@ -455,8 +456,7 @@ class DyRepHook(Hook):
         scores = report['scores'].get(self.metric) if self.metric != 'vote' else report['scores'].get('synflow')
         if not scores:
             return 'none'
-        top = sorted(scores, key=lambda n: (-scores[n], n))[:k]
-        return ', '.join(f'{n} {scores[n]:.3e} ({report["kinds"].get(n, "?")})' for n in top)
+        return ', '.join(f'{n} {scores[n]:.3e} ({report["kinds"].get(n, "?")})' for n in top(scores, k))
 
     def _deployed_count(self) -> dict:
         """Params/FLOPs of the deployed backbone: the plain ResNet's, whatever the structure."""

@@ -28,7 +28,7 @@ from mmengine.optim import build_optim_wrapper
 from mmengine.runner import Runner
 
 from mmdyrep.analysis.saliency import judge, kind_counts, median, spearman, top
-from mmdyrep.core import Evolver
+from mmdyrep.core import DEFAULT_METRIC, Evolver
 from mmdyrep.models.dyrep_resnet import DyRepResNetMixin
 from .optim import sync_optimizer
 
@@ -96,7 +96,7 @@ def run_study(runner: Runner,
               iters: int = 40,
               window: int = 20,
               metrics: Sequence[str] = STUDY_METRICS,
-              default: str = 'synflow',
+              default: str = DEFAULT_METRIC,
               grow: int = 1,
               loss_steps: int = 20,
               seeds: Sequence[int] = (0, 1, 2),

@@ -11,7 +11,8 @@ dataloader (no train loop, no hooks):
 3. per metric: the degeneracy ratio (median over candidates), Spearman's ρ between the two windows,
    the top-5 of each window and the kinds (plain / origin / inner) of those picks;
 4. per metric, the top-1 from float32 and from float64 gradients of one batch (a copy of the model in
-   each precision, same weights, data and random state);
+   each precision, same weights, data and random state; the backbone alone in float64 where a head op
+   has no float64 kernel, see :func:`precision_top1`);
 5. a loss check, reported with no target: per seed, the model as it is after the windows is trained
    ``loss_steps`` more steps three times, with nothing grown, with the default metric's top-ranked
    candidate grown and with its bottom-ranked one grown (same weights, data order and random state,
@@ -90,6 +91,60 @@ def _degeneracy(windows: Sequence[dict]) -> Dict[str, float]:
         if terms > 0:
             out[n] = sum(w['abs'][n] for w in windows) / terms
     return out
+
+
+def _cast(value, dtype: torch.dtype):
+    """``value`` with every floating tensor in it (nested in tuples, lists, dicts) cast to ``dtype``."""
+    if isinstance(value, torch.Tensor):
+        return value.to(dtype) if value.is_floating_point() else value
+    if isinstance(value, (tuple, list)):
+        return type(value)(_cast(v, dtype) for v in value)
+    if isinstance(value, dict):
+        return {k: _cast(v, dtype) for k, v in value.items()}
+    return value
+
+
+def _loss_backward(model, probe, dtype: torch.dtype, seed: int) -> None:
+    model.train()
+    seed_all(seed)
+    batch = model.data_preprocessor(copy.deepcopy(probe), True)
+    loss, _ = model.parse_losses(model(batch['inputs'].to(dtype), batch['data_samples'], mode='loss'))
+    loss.backward()
+
+
+def precision_top1(model, probe, dtype: torch.dtype, make_evolvers: Callable[[torch.nn.Module], Dict[str, Evolver]],
+                   seed: int) -> dict:
+    """Each metric's top-1 from the gradients of one batch, ``probe``, on a copy of ``model`` in ``dtype``.
+
+    The whole copy runs in ``dtype`` where the toolbox's ops allow it. Where an op has no kernel for
+    it (mmcv's CPU NMS is float32-only), the DyRep backbone alone runs in ``dtype``: its inputs are
+    cast in and its outputs cast back by forward hooks, so the head's gradient reaches every candidate
+    and is accumulated in ``dtype`` from there. Returns ``{"top1": {metric: name} or None, "scope":
+    "model" | "backbone" | None, "error": the whole-model failure or None}``."""
+    error = None
+    for scope in ('model', 'backbone'):
+        copy_model = copy.deepcopy(model)
+        bb = backbone_of(copy_model)
+        (copy_model if scope == 'model' else bb).to(dtype)
+        handles = []
+        if scope == 'backbone':
+            handles = [bb.register_forward_pre_hook(lambda m, args: _cast(args, dtype)),
+                       bb.register_forward_hook(lambda m, args, out: _cast(out, torch.float32))]
+        evolvers = make_evolvers(bb)
+        try:
+            _loss_backward(copy_model, probe, torch.float32 if scope == 'backbone' else dtype, seed)
+        except Exception as e:  # noqa: BLE001  (a toolbox op without a kernel for dtype)
+            if scope == 'backbone':
+                return {'top1': None, 'scope': None, 'error': f'{error}; backbone only: {type(e).__name__}: {e}'}
+            error = f'{type(e).__name__}: {e}'
+            continue
+        finally:
+            for h in handles:
+                h.remove()
+        for e in evolvers.values():
+            e.record()
+        return {'top1': {m: (e.scores.ranking() or [None])[0] for m, e in evolvers.items()}, 'scope': scope,
+                'error': error}
 
 
 def run_study(runner: Runner,
@@ -189,32 +244,20 @@ def run_study(runner: Runner,
 
     # 4. float32 vs float64 gradients of one batch
     probe = next(data)
-    precision = {}
-    for dtype in (torch.float32, torch.float64):
-        copy_model = copy.deepcopy(model).to(dtype)
-        bb = backbone_of(copy_model)
-        evs = {m: evolver(bb, m) for m in metrics}
-        copy_model.train()
-        seed_all(seed + 99)
-        try:
-            batch = copy_model.data_preprocessor(copy.deepcopy(probe), True)
-            inputs = batch['inputs'].to(dtype)
-            loss, _ = copy_model.parse_losses(copy_model(inputs, batch['data_samples'], mode='loss'))
-            loss.backward()
-        except Exception as e:  # noqa: BLE001  (a toolbox op without float64 support)
-            precision[dtype] = f'{type(e).__name__}: {e}'
-            continue
-        for e in evs.values():
-            e.record()
-        precision[dtype] = {m: (e.scores.ranking() or [None])[0] for m, e in evs.items()}
+    precision = {dtype: precision_top1(model, probe, dtype, lambda bb: {m: evolver(bb, m) for m in metrics},
+                                       seed + 99)
+                 for dtype in (torch.float32, torch.float64)}
     for m in metrics:
-        r32, r64 = precision[torch.float32], precision[torch.float64]
-        results[m]['top1_float32'] = r32.get(m) if isinstance(r32, dict) else None
-        results[m]['top1_float64'] = r64.get(m) if isinstance(r64, dict) else None
+        r32, r64 = (precision[d]['top1'] for d in (torch.float32, torch.float64))
+        results[m]['top1_float32'] = r32.get(m) if r32 is not None else None
+        results[m]['top1_float64'] = r64.get(m) if r64 is not None else None
         results[m]['precision_agree'] = (results[m]['top1_float32'] == results[m]['top1_float64']
-                                         if isinstance(r32, dict) and isinstance(r64, dict) else None)
+                                         if r32 is not None and r64 is not None else None)
         results[m]['passes'] = judge(results[m])
-    precision_error = next((v for v in precision.values() if isinstance(v, str)), None)
+    precision_error = next((p['error'] for p in precision.values() if p['error']), None)
+    precision_scope = precision[torch.float64]['scope']
+    if precision_error and precision_scope:
+        log(f'float64 pass: {precision_scope} in float64 only ({precision_error})')
 
     # 5. loss check
     combined = {n: (windows[default][0]['scores'].get(n, 0.0) + windows[default][1]['scores'].get(n, 0.0)) / 2
@@ -255,10 +298,11 @@ def run_study(runner: Runner,
         'norm_modes': sorted(set(evolvers[default].norm_modes().values())),
         'metrics': results,
         'precision_error': precision_error,
+        'precision_float64_scope': precision_scope,
         'loss_check': check,
         'train_losses': losses,
         'seconds': time.perf_counter() - t0,
     }
 
 
-__all__ = ['STUDY_METRICS', 'run_study']
+__all__ = ['STUDY_METRICS', 'precision_top1', 'run_study']

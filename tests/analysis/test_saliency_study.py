@@ -67,3 +67,37 @@ def test_bad_arguments_are_named(tmp_path):
     assert proc.returncode == 1 and 'error: config file not found' in proc.stderr
     proc = run_tool([STUDY, TINY_CLS, '--window', '0'], check=False)
     assert proc.returncode == 2 and '--window must be >= 1' in proc.stderr
+
+
+def test_float64_pass_falls_back_to_the_backbone_on_the_real_detector(tmp_path):
+    """mmcv's CPU NMS has no float64 kernel: the whole Faster R-CNN cannot run in float64, so the
+    backbone alone does (hooks cast at its boundary) and the candidates' gradients are float64."""
+    import torch
+    from mmengine.runner import Runner
+
+    from mmdyrep.core import Evolver
+    from mmdyrep.engine.saliency_study import backbone_of, precision_top1
+    from tests.engine.runners import coco_cfg
+
+    runner = Runner.from_cfg(coco_cfg(str(tmp_path / 'coco'), str(tmp_path / 'work')))
+    model = runner.model
+    model.init_weights()
+    probe = next(iter(runner.train_dataloader))
+    example = torch.zeros(1, 3, 64, 64)
+    seen = {}
+
+    def make(bb):
+        dtype = next(bb.parameters()).dtype
+        weight = bb.layer2[0].conv2.weight  # layer1 is frozen (frozen_stages=1)
+        weight.register_hook(lambda g: seen.__setitem__(dtype, g.dtype))
+        return {m: Evolver(bb, metric=m, candidate_filter=bb.is_grow_candidate, example_input=example.to(dtype))
+                for m in ('taylor', 'snip')}
+
+    r32 = precision_top1(model, probe, torch.float32, make, seed=3)
+    r64 = precision_top1(model, probe, torch.float64, make, seed=3)
+    assert r32['scope'] == 'model' and r32['error'] is None
+    assert r64['scope'] == 'backbone' and 'Double' in r64['error']  # the whole-model failure, named
+    assert seen == {torch.float32: torch.float32, torch.float64: torch.float64}
+    for m in ('taylor', 'snip'):
+        assert r32['top1'][m] and r64['top1'][m] == r32['top1'][m], m
+    assert next(backbone_of(model).parameters()).dtype == torch.float32  # the model itself is untouched

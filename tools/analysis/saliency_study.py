@@ -88,6 +88,8 @@ def print_table(result: dict) -> None:
         print(f'{name + star:13} {deg:>10} {rho:>8} {agree:>7}  {tops}  {m["kinds"]}')
     print(f'(* the default; {result["candidates"]} candidates {result["candidate_kinds"]}, norms '
           f'{"/".join(result["norm_modes"])}; grew {", ".join(result["grown"]) or "nothing"} after the warm-up)')
+    if result.get('precision_float64_scope') == 'backbone':
+        print(f'(f32=f64: the backbone alone ran in float64: {result["precision_error"]})')
     check = result['loss_check']
     if check.get('runs'):
         print(f'loss check ({check["steps"]} steps, seeds {check["seeds"]}): mean training loss with nothing grown '

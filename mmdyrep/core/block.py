@@ -21,6 +21,7 @@ from . import transforms as T
 from .branches import (BRANCH_TYPES, Branch, ConvSpec, DyRepError, NormFactory, UnsupportedConvError,
                        build_branch, default_norm_factory, kernel_of)
 from .fast_block import merged_forward
+from .grouped_block import pack_block
 
 
 def ensure_bias_(conv: nn.Conv2d) -> None:
@@ -81,13 +82,15 @@ class DyRepBlock(nn.Module):
     def stride(self) -> Tuple[int, int]:
         return (self.spec.stride, ) * 2
 
-    #: Opt-in (:mod:`mmdyrep.core.fast_block`): run the origin and every branch whose BNs use running
-    #: statistics (mmdet's norm_eval=True) as ONE K×K conv, and a training-mode stem's 1×1–AVG branch
-    #: pooled first; same outputs and gradients. Set per block (``fast_block.set_fast_forward(model)``),
-    #: for a whole backbone (``DyRepResNet(fast_forward=True)``, also for blocks grown later) or for all
-    #: (``DyRepBlock.fast_forward = True``). Ignored while tracing, so FLOP counts stay those of the
-    #: per-branch structure.
-    fast_forward: bool = False
+    #: On by default: :func:`~mmdyrep.core.fast_block.merged_forward` computes the block's function with
+    #: fewer ops: the origin and every branch whose BNs use running statistics (mmdet's norm_eval=True)
+    #: as ONE K×K conv; with training-mode BNs the BNs grouped (:mod:`mmdyrep.core.grouped_block`), or a
+    #: stem's 1×1–AVG branch pooled first. Same outputs and gradients up to rounding. Set per block
+    #: (``fast_block.set_fast_forward(model, False)``), for a whole backbone (``DyRepResNet(fast_forward=
+    #: False)``) or for all (``DyRepBlock.fast_forward = False``) to run the per-branch reference forward.
+    #: Ignored while tracing (FLOP counts stay those of the per-branch structure) and inside
+    #: :func:`per_branch_forward`.
+    fast_forward: bool = True
 
     def forward(self, x: Tensor) -> Tensor:
         if self.fast_forward and not torch.jit.is_tracing() and not _PER_BRANCH[0]:
@@ -138,6 +141,7 @@ class DyRepBlock(nn.Module):
         for name in names:
             self.absorb_(*self.branches[name].equivalent_kernel())
             del self.branches[name]
+        pack_block(self)
 
     def fuse(self) -> nn.Conv2d:
         """Deploy: one plain conv (with bias) equal to this block in eval mode."""
@@ -331,6 +335,7 @@ def grow(model: nn.Module,
         for branch in block.branches.values():
             kernel, bias = branch.equivalent_kernel()
             block.absorb_(-kernel.detach(), -bias.detach())
+        pack_block(block)
     return blocks
 
 

@@ -44,6 +44,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from . import transforms as T
 from .branches import (Conv1x1AvgBranch, Conv1x1Branch, Conv1x1KxKBranch, ConvSpec, ResidualBranch,
                        _AsymmetricBranch, kernel_of)
+from .grouped_block import grouped_forward, worth_grouping
 
 #: kernel ``[out, in/g, K, K]``, bias ``[out]``, gradient fix ``[out, 1, K, K]`` (or None)
 LinearForm = Tuple[Tensor, Tensor, Optional[Tensor]]
@@ -245,10 +246,14 @@ def update_running_stats(norm: _BatchNorm, mean: Tensor, var: Tensor, count: int
     if norm.num_batches_tracked is not None:
         norm.num_batches_tracked.add_(1)
     factor = 1.0 / float(norm.num_batches_tracked) if norm.momentum is None else norm.momentum
+    # through ``.data``, as a BN kernel updates them: no version bump. The buffers may be views of one
+    # storage shared with other BNs (grouped_block.pack_buffers), whose saved running statistics would
+    # otherwise look modified to autograd.
+    mean_, var_ = norm.running_mean.data, norm.running_var.data
     with torch.no_grad():
-        norm.running_mean.mul_(1 - factor).add_(mean.detach().to(norm.running_mean), alpha=factor)
+        mean_.mul_(1 - factor).add_(mean.detach().to(mean_), alpha=factor)
         unbiased = var.detach() * (count / (count - 1))
-        norm.running_var.mul_(1 - factor).add_(unbiased.to(norm.running_var), alpha=factor)
+        var_.mul_(1 - factor).add_(unbiased.to(var_), alpha=factor)
 
 
 def pool_first_forward(branch: nn.Module, x: Tensor) -> Tensor:
@@ -286,7 +291,9 @@ def merged_forward(block: nn.Module, x: Tensor) -> Tensor:
     Same value as ``origin(x) + sum(branch(x))`` up to float rounding, and the same gradients
     for every parameter; BNs in training mode still update their running statistics exactly once."""
     merged, separate = plan(block, x)
-    if merged in ([], ['origin']):  # nothing to fold: the per-branch forward
+    if merged in ([], ['origin']):  # nothing to fold: the BNs grouped, or the per-branch forward
+        if worth_grouping(block) and not any(pool_first_pays(b, x) for b in block.branches.values()):
+            return grouped_forward(block, x)
         out = block.origin(x)
         for branch in block.branches.values():
             out = out + _run(branch, x)

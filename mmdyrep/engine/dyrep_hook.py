@@ -31,6 +31,17 @@ HISTORY_FORMAT = 'mmdyrep.history'
 
 
 @HOOKS.register_module()
+
+@contextlib.contextmanager
+def full_fp32():
+    """Inside, CUDA convolutions and matmuls compute in full float32 (TF32 off); the settings are restored."""
+    cudnn, matmul = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = cudnn, matmul
+
 class DyRepHook(Hook):
     """Evolve a DyRepResNet during training (Algorithm 1).
 
@@ -398,9 +409,11 @@ class DyRepHook(Hook):
 
     @staticmethod
     def _eval_features(backbone, inputs):
+        """The backbone's eval-mode output on ``inputs`` in full float32: TF32 convolutions (on by default
+        on CUDA GPUs) round at about 1e-3, which would drown the change this check measures."""
         was = backbone.training
         backbone.eval()
-        with torch.no_grad():
+        with torch.no_grad(), full_fp32():
             out = backbone(inputs)
         backbone.train(was)
         return [o.float() for o in (out if isinstance(out, (list, tuple)) else [out])]

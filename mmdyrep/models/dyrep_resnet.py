@@ -60,11 +60,11 @@ class DyRepResNetMixin:
         grow_candidates: fnmatch patterns of conv names that may grow (``None``: every K×K conv
             with K > 1 outside frozen stages, stem included). Frozen stages never grow.
         static_gamma_init: gamma of the new branches' last BN in the static modes (1.0, as DBB).
-        fast_forward: run every DyRep block (those grown later included) through
-            :func:`mmdyrep.core.fast_block.merged_forward`: the same function and gradients,
-            computed with fewer ops (one K×K conv for the parts whose BNs use running statistics,
-            as with ``norm_eval=True``; the stem's 1×1–AVG branch pooled first with training-mode
-            BNs). ``False`` (default): the per-branch reference forward.
+        fast_forward: ``True`` (default): every DyRep block runs
+            :func:`mmdyrep.core.fast_block.merged_forward`, the same function and gradients computed
+            with fewer ops (one K×K conv for the parts whose BNs use running statistics, as with
+            ``norm_eval=True``; training-mode BNs grouped into one BN per stage of the block).
+            ``False``: every block (those grown later included) runs the per-branch reference forward.
     """
 
     def __init__(self,
@@ -72,7 +72,7 @@ class DyRepResNetMixin:
                  rep_mode: str = 'dyrep',
                  grow_candidates: Optional[Sequence[str]] = None,
                  static_gamma_init: float = 1.0,
-                 fast_forward: bool = False,
+                 fast_forward: bool = True,
                  **kwargs):
         if rep_mode not in REP_MODES:
             raise DyRepError(f"unknown rep_mode '{rep_mode}' (choose from {', '.join(REP_MODES)})")
@@ -120,8 +120,8 @@ class DyRepResNetMixin:
              skip_unfit=True)
 
     def forward(self, x):
-        if self.fast_forward:  # blocks grown since the last call start with the class default
-            set_fast_forward(self, True)
+        if not self.fast_forward:  # blocks grown since the last call start with the class default (True)
+            set_fast_forward(self, False)
         return super().forward(x)
 
     # ------------------------------------------------------------- state dict

@@ -64,6 +64,7 @@ def rel(a, b):
 def assert_same(block, x, prepare):
     """Reference ``block(x)`` vs ``merged_forward`` on a deep copy: value, all gradients, BN buffers."""
     ref, fast = copy.deepcopy(block), copy.deepcopy(block)
+    set_fast_forward(ref, False)  # the per-branch reference (the default is the fast forward)
     prepare(ref)
     prepare(fast)
     xr, xf = x.clone().requires_grad_(), x.clone().requires_grad_()
@@ -176,6 +177,7 @@ def test_train_mode_1x1_avg_pools_first_exactly(spec):
     assert int(fast.branches['1x1_avg'].norm1.num_batches_tracked) == 1
     # BN calibration (momentum None, cumulative average) over two batches, no gradients
     ref, fast = copy.deepcopy(block), copy.deepcopy(block)
+    set_fast_forward(ref, False)
     for b in (ref, fast):
         b.branches['1x1_avg'].norm1.reset_running_stats()
         b.branches['1x1_avg'].norm1.momentum = None
@@ -226,6 +228,7 @@ def test_whole_resnet_with_norm_eval():
     fast = copy.deepcopy(model)
     blocks = [b for _, b in iter_blocks(fast)]
     assert set_fast_forward(fast) == len(blocks) == 7
+    set_fast_forward(model, False)  # the per-branch reference
     for m in (model, fast):
         m.train()
         set_bn_mode(m, False)

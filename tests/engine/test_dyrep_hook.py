@@ -83,7 +83,20 @@ def test_degenerate_metric_is_named_once(tmp_path):
     """synflow_conv (the conv weight only, as the authors' code) under training-mode BN: one warning."""
     runner = Runner.from_cfg(imagenet_cfg(str(tmp_path / 'data'), str(tmp_path / 'work'), epochs=2,
                                           hook=dict(metric='synflow_conv')))
-    runner.train()
+    # also: the in-run equivalence check measures in full float32, TF32 off, settings restored after
+    flags = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = True
+    seen = []
+    runner.model.backbone.register_forward_pre_hook(lambda m, args: seen.append(
+        (m.training, torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)))
+    try:
+        runner.train()
+        assert (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32) == (True, True)
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = flags
+    updates = [r for r in history(runner.work_dir)['records'] if r['grown']]
+    assert seen.count((False, False, False)) == 2 * len(updates) > 0  # before and after each update
+    assert (True, True, True) in seen  # training itself is left as the user set it
     text = log_text(runner.work_dir)
     assert text.count('numerically degenerate') == 1
     line = next(line for line in text.splitlines() if 'numerically degenerate' in line)

@@ -26,10 +26,11 @@ detector heads see the same features and do the same work):
 * ``--replay OUT.json``: ``dyrep`` and ``dyrep-f`` repeat the grows and cuts that an earlier run's
   JSON recorded (``<mode>_steps``) instead of choosing by saliency: the same structure across
   commits, machines and devices.
-* ``<mode>+fast``: the same model with the backbone's ``fast_forward=True``
+* ``<mode>+fast``: the same model with the backbone's ``fast_forward=True``, the default that users get
   (:func:`mmdyrep.core.fast_block.merged_forward`: one K×K conv per block where the BNs use
-  running statistics, e.g. mmdet's ``norm_eval=True``; with training-mode BNs the stem's
-  1×1–AVG branch pooled first). Same function and gradients as the per-branch forward.
+  running statistics, e.g. mmdet's ``norm_eval=True``; with training-mode BNs the BNs grouped,
+  :mod:`mmdyrep.core.grouped_block`, or the stem's 1×1–AVG branch pooled first). Same function and
+  gradients as the per-branch forward, which the plain mode names run (``fast_forward=False``).
 
 A *step* is data preprocessing + forward + loss + backward + SGD step (momentum 0.9) on a fixed
 batch. Steps are interleaved round-robin across the modes (the order rotates every round), after
@@ -274,15 +275,16 @@ def grow_static(model, mode: str, calib_batches) -> None:
     backbone.rep_mode = mode
 
 
-def enable_fast_forward(model) -> int:
-    """``fast_forward=True`` on the model's DyRepResNet (as a config would set it) and on its blocks;
-    returns the number of blocks."""
+def enable_fast_forward(model, enabled: bool = True) -> int:
+    """``fast_forward=enabled`` on the model's DyRepResNet (as a config would set it) and on its blocks;
+    returns the number of blocks. The default is on: the plain mode names time the per-branch
+    reference (``enabled=False``), ``<mode>+fast`` what users get."""
     from mmdyrep.core.fast_block import set_fast_forward
     from mmdyrep.models import DyRepResNetMixin
     for module in model.modules():
         if isinstance(module, DyRepResNetMixin):
-            module.fast_forward = True
-    return set_fast_forward(model, True)
+            module.fast_forward = enabled
+    return set_fast_forward(model, enabled)
 
 
 # ---------------------------------------------------------------------- measurement
@@ -371,6 +373,7 @@ def run_model(name: str, args) -> dict:
                 models[mode], data, calib, args.dyrep_params_ratio if key == 'params' else args.dyrep_flops_ratio,
                 reference, flops_shape, key)
     for mode, model in models.items():
+        enable_fast_forward(model, False)  # the per-branch reference; '+fast' below is the default path
         bb = backbone_of(model)
         c = count(bb, flops_shape)
         info.setdefault('backbone', {})[mode] = {
@@ -420,8 +423,10 @@ def run_model(name: str, args) -> dict:
 
 def run_blocks(shapes, args) -> dict:
     """One 3x3 conv (C->C, stride 1) at N x C x H x W: forward + backward of the plain conv, of the DyRep
-    block grown from it with every branch (BNs in eval mode, as mmdet's norm_eval) run per branch, and of
-    the same block through ``merged_forward``; interleaved, median of ``--repeats`` after ``--warmup``."""
+    block grown from it with every branch run per branch, and of the same block through ``merged_forward``
+    (the default fast forward); BNs in eval mode (``--block-bn eval``, as mmdet's norm_eval: one merged
+    conv) or training mode (``train``: the BNs grouped); interleaved, median of ``--repeats`` after
+    ``--warmup``."""
     from torch import nn
     from mmdyrep.core import grow
     from mmdyrep.core.fast_block import plan
@@ -433,11 +438,12 @@ def run_blocks(shapes, args) -> dict:
         grown = copy.deepcopy(plain)
         grow(grown, ['0'])
         fast = copy.deepcopy(grown)
+        enable_fast_forward(grown, False)
         enable_fast_forward(fast)
         for m in (plain, grown, fast):
             m.train()
             for bn in m.modules():
-                if isinstance(bn, nn.BatchNorm2d):
+                if isinstance(bn, nn.BatchNorm2d) and args.block_bn == 'eval':
                     bn.eval()
         x = torch.randn(n, c, h, w, device=args.device, requires_grad=True)
         times = {'plain': [], 'per-branch': [], 'merged': []}
@@ -572,6 +578,8 @@ def parse_args(argv=None):
     p.add_argument('--no-memory', dest='memory', action='store_false')
     p.add_argument('--block-shapes', nargs='+', default=None, metavar='C,H,W,N',
                    help='instead of the models: time one grown 3x3 conv per shape, per branch vs merged_forward')
+    p.add_argument('--block-bn', choices=('eval', 'train'), default='eval',
+                   help='--block-shapes: the BNs in eval mode (mmdet norm_eval) or training mode')
     p.add_argument('--avg-shapes', nargs='+', default=None, metavar='N,C,H,W,K,S',
                    help="time the 1x1-AVG branch's KxK average against avg_pool2d instead")
     p.add_argument('--threads', type=int, default=None,

@@ -18,8 +18,9 @@ Every mode but origin runs twice: with the per-branch reference forward and as u
 (momentum 0.9) on a fixed random batch, in float32 or under bf16 autocast. Steps are interleaved
 round-robin across modes; medians after warm-up; CUDA-synchronised; peak memory per mode from
 ``torch.cuda.max_memory_allocated`` over one step (on CPU: not measured). The aten ops of one train
-step (:mod:`mmdyrep.analysis.ops`, a launch proxy) are counted for the whole model on a small input
-and for one 3×3 block (C = 64) against the conv + BN it replaced.
+step (:mod:`mmdyrep.analysis.ops`, a launch proxy) are counted on PyTorch's ``meta`` device (shapes
+only: the same on any machine, with a GPU's choices) for the whole model on a small input and for one
+3×3 block (C = 64) against the conv + BN it replaced.
 """
 import copy
 import platform
@@ -136,17 +137,18 @@ def time_modes(models: Dict[str, nn.Module], batch: int, size: int, precision: s
 
 
 def block_ops(channels: int = 64, size: int = 16) -> Dict[str, dict]:
-    """Aten ops of one train step of a 3×3 conv + BN (C = ``channels``, training-mode BNs, the input
-    requiring a gradient as inside a network) and of the block grown from it: every branch type
+    """Aten ops of one train step (on ``meta``, see :func:`model_ops`) of a 3×3 conv + BN (C =
+    ``channels``, training-mode BNs, the input requiring a gradient as inside a network) and of the block
+    grown from it: every branch type
     (``dyrep``), DBB's and RepVGG's sets, each per branch and ``+fast``."""
     out = {}
-    x = torch.randn(2, channels, size, size, requires_grad=True)
+    x = torch.randn(2, channels, size, size, device='meta', requires_grad=True)
     for mode, branches in (('origin', None), ('dyrep', None), ('dbb', STATIC['dbb']), ('repvgg', STATIC['repvgg'])):
         torch.manual_seed(0)
         model = nn.Sequential(nn.Conv2d(channels, channels, 3, 1, 1, bias=False), nn.BatchNorm2d(channels))
         if mode != 'origin':
             grow(model, ['0'], list(branches) if branches else None)
-        model.train()
+        model.to('meta').train()
         for fast in ((False, True) if mode != 'origin' else (False, )):
             set_fast_forward(model, fast)
             train_step_ops(model, x)  # the first call packs BN buffers
@@ -160,11 +162,14 @@ def block_ops(channels: int = 64, size: int = 16) -> Dict[str, dict]:
 
 
 def model_ops(models: Dict[str, nn.Module], size: int = 64) -> Dict[str, int]:
-    """Aten ops of one train step (batch 2, ``size``², float32, on CPU) of each model."""
-    x, target = torch.randn(2, 3, size, size), torch.zeros(2, dtype=torch.long)
+    """Aten ops of one train step (batch 2, ``size``², float32) of each model, on PyTorch's ``meta``
+    device (shapes only, no data): the same count on any machine, with the choices the fast forward
+    makes on a GPU (on CPU it pools some 1×1–AVG branches first: fewer multiply-adds, more ops)."""
+    x = torch.randn(2, 3, size, size, device='meta')
+    target = torch.zeros(2, dtype=torch.long, device='meta')
     out = {}
     for name, model in models.items():
-        m = copy.deepcopy(model).cpu().float().train()
+        m = copy.deepcopy(model).to(device='meta', dtype=torch.float32).train()
         train_step_ops(m, x, lambda t: F.cross_entropy(m(t), target))  # the first call packs BN buffers
         out[name] = sum(train_step_ops(m, x, lambda t: F.cross_entropy(m(t), target)).values())
     return out

@@ -210,8 +210,11 @@ def _train_mode_bn(norm: nn.Module) -> bool:
 def pool_first_pays(branch: nn.Module, x: Tensor) -> bool:
     """Whether :func:`pool_first_forward` applies to ``branch`` on ``x`` and needs fewer multiply-adds
     than the branch's own forward: a 1×1–AVG branch whose middle BN is a training-mode
-    ``BatchNorm2d``, in float32/64 without autocast, where ``C_in`` is small next to ``C_out`` or the
-    stride is large (the 7×7 stride-2 stem: 3 input channels, 64 output)."""
+    ``BatchNorm2d``, in float32/64 without autocast, on CPU (it issues about twice the ops of the
+    grouped forward, :mod:`.grouped_block`, which a launch-bound GPU prefers), where ``C_in`` is small
+    next to ``C_out`` or the stride is large (the 7×7 stride-2 stem: 3 input channels, 64 output)."""
+    if x.device.type != 'cpu':  # fewer multiply-adds, but twice the ops: on a GPU the BNs are grouped instead
+        return False
     if not isinstance(branch, Conv1x1AvgBranch) or not _train_mode_bn(branch.norm1):
         return False
     if x.dtype not in (torch.float32, torch.float64) or torch.is_autocast_enabled(x.device.type):
@@ -285,6 +288,13 @@ def _run(part: nn.Module, x: Tensor) -> Tensor:
     return pool_first_forward(part, x) if pool_first_pays(part, x) else part(x)
 
 
+#: Per device type, whether a block whose BNs train runs :func:`~.grouped_block.grouped_forward` (others:
+#: yes). Not on CPU: there the concatenations cost more memory traffic than the launches they save
+#: (one 3x3 block, all branches, 8 x 64 x 56 x 56: 1.16x the per-branch time; 0.95-1.02x at smaller
+#: maps; docs/benchmarks.md). On a GPU the block is launch-bound and grouping issues half the ops.
+GROUP_BNS = {'cpu': False}
+
+
 def merged_forward(block: nn.Module, x: Tensor) -> Tensor:
     """``block(x)`` with every linear part (:func:`plan`) computed as one K×K conv.
 
@@ -292,7 +302,8 @@ def merged_forward(block: nn.Module, x: Tensor) -> Tensor:
     for every parameter; BNs in training mode still update their running statistics exactly once."""
     merged, separate = plan(block, x)
     if merged in ([], ['origin']):  # nothing to fold: the BNs grouped, or the per-branch forward
-        if worth_grouping(block) and not any(pool_first_pays(b, x) for b in block.branches.values()):
+        if (GROUP_BNS.get(x.device.type, True) and worth_grouping(block)
+                and not any(pool_first_pays(b, x) for b in block.branches.values())):
             return grouped_forward(block, x)
         out = block.origin(x)
         for branch in block.branches.values():
@@ -325,6 +336,6 @@ def set_fast_forward(model: nn.Module, enabled: bool = True) -> int:
 
 
 __all__ = [
-    'batch_moments_1x1', 'is_linear', 'linear_form', 'merged_forward', 'plan', 'pool_first_forward',
+    'GROUP_BNS', 'batch_moments_1x1', 'is_linear', 'linear_form', 'merged_forward', 'plan', 'pool_first_forward',
     'pool_first_pays', 'set_fast_forward', 'update_running_stats', 'worth_merging'
 ]

@@ -10,6 +10,7 @@ from torch import nn
 
 from mmdyrep.analysis.ops import count_ops, kernel_ops, train_step_ops
 from mmdyrep.core import grow
+from mmdyrep.core import fast_block
 from mmdyrep.core.fast_block import merged_forward, set_fast_forward
 from mmdyrep.core.grouped_block import can_group, grouped_forward, pack_buffers, worth_grouping
 from tests.core.test_fast_block import SPECS, assert_same, make_block
@@ -46,7 +47,25 @@ def test_equals_the_per_branch_forward(case, branches):
     assert int(fast.branches[branches[0]].norm.num_batches_tracked) == 3
 
 
-def test_the_fast_forward_groups_and_matches_in_float32():
+@pytest.fixture
+def group_on_cpu(monkeypatch):
+    """Grouping as on a GPU (fast_block.GROUP_BNS): on CPU the fast forward leaves train-mode BNs per
+    branch, where grouping measured slower. The tests with this fixture prove the grouped path's
+    exactness through the default entry point, on this CPU."""
+    monkeypatch.setitem(fast_block.GROUP_BNS, 'cpu', True)
+
+
+def test_cpu_and_gpu_policy():
+    block = make_block(SPECS['residual'])
+    block.train()
+    x = torch.randn(2, 6, 10, 10, dtype=torch.float64)
+    assert fast_block.GROUP_BNS['cpu'] is False and fast_block.GROUP_BNS.get('cuda', True)
+    cpu = count_ops(lambda: merged_forward(block, x))
+    meta = count_ops(lambda: merged_forward(copy.deepcopy(block).to('meta'), x.to('meta')))
+    assert cpu['aten.native_batch_norm'] == 8 and meta['aten.native_batch_norm'] == 3  # 8 BNs; 2 groups + c
+
+
+def test_the_fast_forward_groups_and_matches_in_float32(group_on_cpu):
     """Through merged_forward (what fast_forward runs): grouped for train-mode BNs, float32 bound."""
     block = make_block(SPECS['residual'])
     block.train()
@@ -147,7 +166,7 @@ def test_fewer_ops_per_train_step():
         assert kernel_ops(ops) < grouped
 
 
-def test_resnet_fast_forward_by_default_matches():
+def test_resnet_fast_forward_by_default_matches(group_on_cpu):
     """A torchvision ResNet-18 grown everywhere, training-mode BNs: the model with fast_forward (grouped
     blocks) gives the per-branch outputs and gradients (float64)."""
     torch.manual_seed(0)
@@ -169,7 +188,7 @@ def test_resnet_fast_forward_by_default_matches():
     assert counted['aten.native_batch_norm'] < count_ops(lambda: ref(x))['aten.native_batch_norm']
 
 
-def test_bf16_autocast_train_step():
+def test_bf16_autocast_train_step(group_on_cpu):
     """Under autocast (bf16, CPU here; what a GPU user runs with --amp) the grouped forward trains: its
     output and gradients stay near the per-branch forward's under the same autocast."""
     block = make_block(SPECS['residual']).float()

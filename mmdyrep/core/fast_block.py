@@ -289,9 +289,10 @@ def _run(part: nn.Module, x: Tensor) -> Tensor:
 
 
 #: Per device type, whether a block whose BNs train runs :func:`~.grouped_block.grouped_forward` (others:
-#: yes). Not on CPU: there the concatenations cost more memory traffic than the launches they save
-#: (one 3x3 block, all branches, 8 x 64 x 56 x 56: 1.16x the per-branch time; 0.95-1.02x at smaller
-#: maps; docs/benchmarks.md). On a GPU the block is launch-bound and grouping issues half the ops.
+#: yes). Not on CPU: there the concatenations cost about what the launches they save do (one 3x3 block,
+#: all branches, grouped / per branch: 1.05x at 8 x 64 x 56 x 56, 1.13x at 8 x 128 x 28 x 28, 0.98x and
+#: 1.03x at 256 and 512 channels; docs/benchmarks.md). On a GPU a block is launch-bound and grouping
+#: issues half the ops (still to be timed there: tools/analysis/gpu_check.sh).
 GROUP_BNS = {'cpu': False}
 
 

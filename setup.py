@@ -1,4 +1,6 @@
-"""Install mmdyrep. Use tools/install.sh: it builds mmcv 2.1.0 with compiled ops first."""
+"""Install mmdyrep: ``pip install -e .[mmdet]`` (or ``[mmseg]``, ``[mmpretrain]``, ``[all]``) into an
+OpenMMLab environment, or ``bash tools/install.sh`` for a fresh one (it builds mmcv 2.1.0 with
+compiled ops first and pins the tested stack, tools/constraints.txt)."""
 import os.path as osp
 
 from setuptools import find_packages, setup
@@ -13,6 +15,15 @@ def read_version():
     return namespace['__version__']
 
 
+TOOLBOXES = {
+    'mmdet': ['mmdet>=3.0.0,<3.4.0'],
+    'mmseg': ['mmsegmentation>=1.0.0,<1.3.0', 'ftfy', 'regex'],  # mmseg 1.2 imports ftfy, regex
+    'mmpretrain': ['mmpretrain>=1.0.0,<1.3.0'],
+}
+EXTRAS = dict(TOOLBOXES)
+EXTRAS['all'] = sorted({r for reqs in TOOLBOXES.values() for r in reqs})
+EXTRAS['tests'] = EXTRAS['all'] + ['torchvision', 'pytest', 'pytest-timeout']
+
 setup(
     name='mmdyrep',
     version=read_version(),
@@ -22,21 +33,14 @@ setup(
     long_description_content_type='text/markdown',
     packages=find_packages(include=['mmdyrep', 'mmdyrep.*']),
     python_requires='>=3.9',
+    # What mmdyrep itself imports, as ranges: a plugin fits into the user's OpenMMLab environment
+    # (a CUDA torch, a prebuilt mmcv) instead of replacing it. The toolboxes are extras. The exact
+    # stack the tests run on is tools/constraints.txt (tools/install.sh uses it).
     install_requires=[
-        'torch==2.14.1',
-        'torchvision==0.29.1',
-        'mmengine==0.10.7',
-        # Built from the sdist with compiled ops by tools/install.sh.
-        'mmcv==2.1.0',
-        'mmdet==3.3.0',
-        'mmsegmentation==1.2.2',
-        'mmpretrain==1.2.0',
-        # mmseg 1.2.2 imports these at `import mmseg.models`.
-        'ftfy',
-        'regex',
-        'matplotlib',
-        'pycocotools',
+        'torch>=2.1',
+        'mmengine>=0.10.0,<1.0.0',
+        'mmcv>=2.0.0,<2.2.0',  # the bound mmdet 3.x and mmseg 1.x assert at import
     ],
-    extras_require={'tests': ['pytest', 'pytest-timeout']},
+    extras_require=EXTRAS,
     license='Apache-2.0',
 )

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Install mmdyrep and the OpenMMLab stack into .venv/ at the repo root.
 #
-# Works on a fresh machine (Python 3.11 + gcc). Versions are the ones proven in
-# shared/ENVIRONMENT.md. mmcv 2.1.0 exists on PyPI only as an sdist; it is built
+# Works on a fresh machine (Python 3.11 + gcc). Versions: tools/constraints.txt, the stack the
+# tests and the README's figures ran on (setup.py itself declares version ranges). mmcv 2.1.0 exists on PyPI only as an sdist; it is built
 # here *with* compiled ops (C++20 patch for torch 2.14 headers) and the wheel is
 # cached in $MMDYREP_WHEEL_CACHE (default ~/.cache/mmdyrep/wheels), so a second
 # install (e.g. a fresh clone on the same machine) takes seconds.
@@ -13,10 +13,12 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="$ROOT/.venv"
 PYTHON="${PYTHON:-python3}"
 CACHE="${MMDYREP_WHEEL_CACHE:-$HOME/.cache/mmdyrep/wheels}"
-TORCH_VERSION=2.14.1
-TORCHVISION_VERSION=0.29.1
-MMCV_VERSION=2.1.0
-EXTRAS="${MMDYREP_EXTRAS:-tests}"
+CONSTRAINTS="$ROOT/tools/constraints.txt"   # the tested stack; setup.py declares ranges
+pinned() { sed -n "s/^$1==//p" "$CONSTRAINTS"; }
+TORCH_VERSION="$(pinned torch)"
+TORCHVISION_VERSION="$(pinned torchvision)"
+MMCV_VERSION="$(pinned mmcv)"
+EXTRAS="${MMDYREP_EXTRAS:-tests}"   # tests = all three toolboxes + pytest
 
 log() { printf '\033[1;34m[install]\033[0m %s\n' "$*"; }
 die() { printf '\033[1;31m[install] ERROR:\033[0m %s\n' "$*" >&2; exit 1; }
@@ -61,8 +63,8 @@ fi
 log "mmcv wheel: $WHEEL"
 "${PIP[@]}" install -q "$WHEEL"
 
-log "mmengine, mmdet, mmsegmentation, mmpretrain and mmdyrep (editable)"
-"${PIP[@]}" install -q -e "$ROOT[$EXTRAS]"
+log "mmengine, mmdet, mmsegmentation, mmpretrain and mmdyrep (editable), pinned by tools/constraints.txt"
+"${PIP[@]}" install -q -c "$CONSTRAINTS" -e "$ROOT[$EXTRAS]"
 
 "$VPY" - <<'PY' || die "mmcv was installed WITHOUT compiled ops (mmcv._ext missing); delete the cached wheel and rerun"
 import mmcv, mmcv._ext  # noqa: F401

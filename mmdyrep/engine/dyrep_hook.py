@@ -30,8 +30,6 @@ from .optim import arrange_groups, flatten_schedulers, group_names, sync_optimiz
 HISTORY_FORMAT = 'mmdyrep.history'
 
 
-@HOOKS.register_module()
-
 @contextlib.contextmanager
 def full_fp32():
     """Inside, CUDA convolutions and matmuls compute in full float32 (TF32 off); the settings are restored."""
@@ -42,6 +40,8 @@ def full_fp32():
     finally:
         torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = cudnn, matmul
 
+
+@HOOKS.register_module()
 class DyRepHook(Hook):
     """Evolve a DyRepResNet during training (Algorithm 1).
 

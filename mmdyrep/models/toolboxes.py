@@ -15,6 +15,16 @@ TOOLBOXES = {
     'mmseg': ('mmseg.models.backbones.resnet', 'mmseg.registry'),
     'mmpretrain': ('mmpretrain.models.backbones.resnet', 'mmpretrain.registry'),
 }
+#: the pip extra that installs each toolbox (setup.py)
+EXTRA = {'mmdet': 'mmdet', 'mmseg': 'mmseg', 'mmpretrain': 'mmpretrain'}
+PACKAGE = {'mmdet': 'mmdet', 'mmseg': 'mmsegmentation', 'mmpretrain': 'mmpretrain'}
+
+
+class MissingToolboxError(ImportError):
+    """An adapter was imported (``mmdyrep.models.mmdet_resnet``, a config's ``custom_imports``) in an
+    environment without its toolbox."""
+
+
 VARIANTS = {'DyRepResNet': {}, 'DyRepResNetV1c': dict(deep_stem=True, avg_down=False),
             'DyRepResNetV1d': dict(deep_stem=True, avg_down=True)}
 _REGISTERED: Dict[str, Dict[str, type]] = {}
@@ -45,7 +55,16 @@ def register(toolbox: str) -> Dict[str, type]:
     if toolbox in _REGISTERED:
         return _REGISTERED[toolbox]
     module_name, registry_name = TOOLBOXES[toolbox]
-    base = importlib.import_module(module_name).ResNet
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as e:
+        if e.name != toolbox:  # the toolbox is there; something it imports is not: its own error says what
+            raise
+        raise MissingToolboxError(
+            f"mmdyrep.models.{toolbox}_resnet needs {toolbox}, which is not installed in this environment "
+            f"({PACKAGE[toolbox]}): pip install 'mmdyrep[{EXTRA[toolbox]}]' (or pip install {PACKAGE[toolbox]}; "
+            f"the tested version is in tools/constraints.txt)", name=toolbox) from None
+    base = module.ResNet
     registry = importlib.import_module(registry_name).MODELS
     classes = {}
     for name, fixed in VARIANTS.items():

@@ -10,17 +10,24 @@
    stock detector on the deployed checkpoint (same mAP);
 6. print where everything went.
 
-    python tools/quickstart.py [--work-dir work_dirs/quickstart] [--data-root data/synthetic/coco]
+    python tools/quickstart.py [--work-dir work_dirs/quickstart] [--data-root data/synthetic/coco] [--verbose]
+
+The console shows the steps, one line per training log interval (epoch, iteration, loss, ETA), every
+DyRep update and the results; everything the tools print (config dumps, library notes) goes to
+WORK_DIR/quickstart.log. ``--verbose`` shows it all on the console instead.
 """
 import argparse
+import contextlib
 import glob
 import importlib.util
 import json
 import os
 import os.path as osp
+import re
 import subprocess
 import sys
 import time
+import warnings
 
 TOOLS = osp.dirname(osp.abspath(__file__))
 ROOT = osp.dirname(TOOLS)
@@ -43,6 +50,8 @@ def parse_args(argv=None):
     parser.add_argument('--config', default=DEFAULT_CONFIG, help='the tiny training config')
     parser.add_argument('--cfg-options', nargs='+', default=[], metavar='KEY=VALUE',
                         help='passed to tools/train.py and tools/test.py (e.g. train_cfg.max_epochs=2)')
+    parser.add_argument('--verbose', action='store_true',
+                        help='everything the tools print on the console (default: to WORK_DIR/quickstart.log)')
     return parser.parse_args(argv)
 
 
@@ -50,17 +59,51 @@ def banner(step: str) -> None:
     print(f'\n{"=" * 100}\n== {step}\n{"=" * 100}', flush=True)
 
 
-def run_tool(args, env) -> None:
-    """Run a tool in a child process; its output streams to this terminal."""
+#: the tools' output lines that reach the console without --verbose
+CONSOLE = re.compile(r'Epoch\((train|val)\)|Iter\((train|val)\)|\[DyRep\]|verified|deployed:|Traceback|Error')
+_PREFIX = re.compile(r'^\d\d/\d\d \d\d:\d\d:\d\d - mmengine - \w+ - ')
+_TRAIN = re.compile(r'Epoch\(train\)\s*\[(\d+)\]\[\s*(\d+)/(\d+)\]')
+
+
+def console_line(line: str) -> str:
+    """A tool's output line as the quiet console shows it: a training log line as epoch, iteration,
+    loss and ETA; anything else without mmengine's timestamp prefix."""
+    line = _PREFIX.sub('', line.rstrip())
+    m = _TRAIN.search(line)
+    if m:
+        loss = re.search(r'\bloss: ([\d.]+)', line)
+        eta = re.search(r'\beta: (\S+)', line)
+        return (f'  train epoch {m.group(1)} [{m.group(2)}/{m.group(3)}]' + (f'  loss {loss.group(1)}' if loss else '')
+                + (f'  eta {eta.group(1)}' if eta else ''))
+    return '  ' + line
+
+
+def run_tool(args, env, log_path: str, verbose: bool) -> None:
+    """Run a tool in a child process: all of its output to ``log_path`` and, filtered (:data:`CONSOLE`),
+    to this terminal; everything to the terminal with ``verbose``."""
     cmd = [sys.executable] + args
     print('$ ' + ' '.join(cmd), flush=True)
-    result = subprocess.run(cmd, env=env, cwd=ROOT)
-    if result.returncode != 0:
-        fail(f'{osp.basename(args[0])} failed (exit code {result.returncode}); see its output above')
+    if verbose:
+        returncode = subprocess.run(cmd, env=env, cwd=ROOT).returncode
+    else:
+        with open(log_path, 'a') as log, subprocess.Popen(
+                cmd, env=dict(env, PYTHONWARNINGS='ignore'), cwd=ROOT, stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT, text=True, bufsize=1) as proc:
+            for line in proc.stdout:
+                log.write(line)
+                if CONSOLE.search(line):
+                    print(console_line(line), flush=True)
+            returncode = proc.wait()
+    if returncode != 0:
+        if not verbose:
+            with open(log_path) as f:
+                print(''.join(f.readlines()[-30:]), end='')
+        fail(f'{osp.basename(args[0])} failed (exit code {returncode}); '
+             + ('see its output above' if verbose else f'the last lines above, all of it in {log_path}'))
 
 
-def evaluate(config: str, checkpoint: str, work_dir: str, cfg_options) -> dict:
-    """tools/test.py in this process (returns the metrics)."""
+def evaluate(config: str, checkpoint: str, work_dir: str, cfg_options, log_path: str, verbose: bool) -> dict:
+    """tools/test.py in this process (returns the metrics); its output to ``log_path`` unless ``verbose``."""
     spec = importlib.util.spec_from_file_location('mmdyrep_tools_test', osp.join(TOOLS, 'test.py'))
     test_tool = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(test_tool)
@@ -68,7 +111,13 @@ def evaluate(config: str, checkpoint: str, work_dir: str, cfg_options) -> dict:
     if cfg_options:
         argv += ['--cfg-options'] + list(cfg_options)
     print('$ python tools/test.py ' + ' '.join(argv), flush=True)
-    return test_tool.main(argv)
+    if verbose:
+        return test_tool.main(argv)
+    with open(log_path, 'a') as log, contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+        metrics = test_tool.main(argv)
+    print('  ' + ', '.join(f'{k} {v:.3f}' for k, v in metrics.items() if k.startswith('coco/bbox_mAP')
+                           and isinstance(v, float)), flush=True)
+    return metrics
 
 
 def last_checkpoint(work_dir: str) -> str:
@@ -154,6 +203,12 @@ def main(argv=None):
         fail(f'config file not found: {config}')
     env = dict(os.environ, **{DATA_ENV: data_root})
     os.environ[DATA_ENV] = data_root  # for the evaluation in this process
+    os.makedirs(work_dir, exist_ok=True)
+    log_path = osp.join(work_dir, 'quickstart.log')
+    verbose = args.verbose
+    if not verbose:
+        warnings.filterwarnings('ignore')  # library notes (deprecations) go nowhere; the tools' output to the log
+        print(f'(the tools\' full output: {log_path}; --verbose shows it here)')
     timings = {}
 
     banner(f'1/5 synthetic COCO in {data_root}')
@@ -172,13 +227,13 @@ def main(argv=None):
     train_args = [osp.join(TOOLS, 'train.py'), config, '--work-dir', work_dir]
     if args.cfg_options:
         train_args += ['--cfg-options'] + args.cfg_options
-    run_tool(train_args, env)
+    run_tool(train_args, env, log_path, verbose)
     checkpoint = last_checkpoint(work_dir)
     timings['train'] = time.time() - t
 
     banner(f'3/5 evaluate {osp.relpath(checkpoint, ROOT) if checkpoint.startswith(ROOT) else checkpoint}')
     t = time.time()
-    metrics = evaluate(config, checkpoint, osp.join(work_dir, 'test'), args.cfg_options)
+    metrics = evaluate(config, checkpoint, osp.join(work_dir, 'test'), args.cfg_options, log_path, verbose)
     bbox_map = float(metrics.get(MAP_KEY, float('nan')))
     timings['eval'] = time.time() - t
 
@@ -193,9 +248,9 @@ def main(argv=None):
     deploy_args = [osp.join(TOOLS, 'deploy.py'), config, checkpoint, deployed]
     if val_images:
         deploy_args += ['--image', val_images[0]]
-    run_tool(deploy_args, env)
+    run_tool(deploy_args, env, log_path, verbose)
     deployed_cfg = osp.splitext(deployed)[0] + '.py'
-    deployed_metrics = evaluate(deployed_cfg, deployed, osp.join(deploy_dir, 'test'), [])
+    deployed_metrics = evaluate(deployed_cfg, deployed, osp.join(deploy_dir, 'test'), [], log_path, verbose)
     deployed_map = float(deployed_metrics.get(MAP_KEY, float('nan')))
     timings['deploy'] = time.time() - t
 
@@ -207,7 +262,8 @@ def main(argv=None):
     print(f'structure updates that changed the backbone: {updates}')
     print(f'time: {total / 60:.1f} min (' + ', '.join(f'{k} {v:.0f}s' for k, v in timings.items()) + ')')
     print('\nwhere everything went:')
-    for label, path in (('data', data_root), ('work dir (logs, config)', work_dir), ('last checkpoint', checkpoint),
+    for label, path in (('data', data_root), ('work dir (logs, config)', work_dir),
+                        ('the tools\' output', log_path), ('last checkpoint', checkpoint),
                         ('DyRep history', osp.join(work_dir, 'dyrep_history.json')),
                         ('deployed checkpoint', deployed), ('deployed config (stock ResNet)', deployed_cfg)):
         print(f'  {label:<32} {path}')

@@ -30,6 +30,21 @@ from .optim import arrange_groups, flatten_schedulers, group_names, sync_optimiz
 HISTORY_FORMAT = 'mmdyrep.history'
 
 
+def pending_unscale(wrapper) -> Optional[torch.Tensor]:
+    """``1 / loss scale`` when the optimizer's gradients are still scaled at its step, else ``None``.
+
+    mmengine's AmpOptimWrapper unscales them (``loss_scaler.step``) before the optimizer steps; a
+    wrapper that holds a GradScaler and steps the optimizer directly does not. GradScaler keeps which
+    optimizers it has unscaled in ``_per_optimizer_states`` (no public accessor)."""
+    scaler = getattr(wrapper, 'loss_scaler', None)
+    if scaler is None or not scaler.is_enabled():
+        return None
+    from torch.amp.grad_scaler import OptState
+    if scaler._per_optimizer_states[id(wrapper.optimizer)]['stage'] is OptState.UNSCALED:
+        return None
+    return 1.0 / scaler._scale if isinstance(scaler._scale, torch.Tensor) else torch.tensor(1.0 / scaler.get_scale())
+
+
 @contextlib.contextmanager
 def full_fp32():
     """Inside, CUDA convolutions and matmuls compute in full float32 (TF32 off); the settings are restored."""
@@ -47,9 +62,11 @@ class DyRepHook(Hook):
 
     Lifecycle:
 
-    * ``before_run``: checks the configuration (errors name what is wrong) and wraps the
-      optimizer wrapper's ``step`` so that every optimizer step first scores each candidate
-      conv from its (AMP-unscaled, accumulated) gradient (line 4). No collective here.
+    * ``before_run``: checks the configuration (errors name what is wrong) and registers a step
+      pre-hook on the wrapped torch optimizer (``Optimizer.register_step_pre_hook``; removed in
+      ``after_run``): every optimizer step first scores each candidate conv from its gradient as the
+      optimizer sees it (accumulated, clipped, AMP-unscaled; a step AMP skips is not scored) (line 4).
+      No collective here.
     * ``after_load_checkpoint`` (resume / load_from): rebuilds the saved structure, the
       optimizer's parameter groups and the scores accumulated since the last update.
     * ``before_train``: adds the parameters of a loaded structure to the optimizer and re-wraps
@@ -150,6 +167,7 @@ class DyRepHook(Hook):
         self._wrapped_structure = None
         self._deployed_counts = None
         self._warned_degenerate = False
+        self._step_handle = None
 
     # ------------------------------------------------------------------ helpers
     @staticmethod
@@ -215,26 +233,23 @@ class DyRepHook(Hook):
         if not self.evolver.candidates():
             raise DyRepError('DyRepHook: no conv of the backbone may grow (all frozen, or excluded by '
                              f'grow_candidates={backbone.grow_candidates})')
-        self._patch_step(runner)
+        self._hook_optimizer(runner)
         self._log(runner, f'{len(self.evolver.candidates())} candidate convs; update every {self.interval} '
                   f'{unit} in ({self.begin}, {self.end or limit}], metric {self.metric}, top-{self.topk}')
 
-    def _patch_step(self, runner) -> None:
+    def _hook_optimizer(self, runner) -> None:
         wrapper = runner.optim_wrapper
-        original = wrapper.step
-        hook = self
 
-        def step(*args, **kwargs):
-            if hook._scoring(runner):
-                scaler = getattr(wrapper, 'loss_scaler', None)
-                inv = None
-                if scaler is not None:
-                    scale = getattr(scaler, '_scale', None)
-                    inv = (1.0 / scale) if isinstance(scale, torch.Tensor) else torch.tensor(1.0 / scaler.get_scale())
-                hook.evolver.record(grad_scale=inv)
-            return original(*args, **kwargs)
+        def record(optimizer, args, kwargs):
+            if self._scoring(runner):
+                self.evolver.record(grad_scale=pending_unscale(wrapper))
 
-        wrapper.step = step
+        self._step_handle = wrapper.optimizer.register_step_pre_hook(record)
+
+    def after_run(self, runner) -> None:
+        if self._step_handle is not None:
+            self._step_handle.remove()
+            self._step_handle = None
 
     def after_load_checkpoint(self, runner, checkpoint) -> None:
         if self.evolver is None:

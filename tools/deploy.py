@@ -33,6 +33,7 @@ sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 import torch  # noqa: E402
 from mmengine.config import Config, DictAction  # noqa: E402
 
+from mmdyrep.core import DyRepBlock  # noqa: E402
 from mmdyrep.models.dyrep_resnet import DyRepResNetMixin  # noqa: E402
 from runner_setup import (engine_error, fail, import_engine, load_config, run_main,  # noqa: E402
                           sync_bn_to_bn, walk_dicts)
@@ -355,7 +356,7 @@ def main(argv=None):
     what = (f'the backbone of {args.config} (keys without "backbone.": a backbone state dict)'
             if backbone_only else f'the model of {args.config}')
     load_strict(target, state, what)
-    n_blocks = sum(1 for m in evolved.modules() if type(m).__name__ == 'DyRepBlock')
+    n_blocks = sum(1 for m in evolved.modules() if isinstance(m, DyRepBlock))
     print(f'loaded {args.checkpoint}: {"backbone state dict" if backbone_only else "whole model"}, '
           f'{n_blocks} DyRep blocks (nested ones included)'
           + ('' if evolved_keys else ' (no evolved structure in the checkpoint)'))

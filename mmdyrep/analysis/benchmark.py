@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mmdyrep.core import grow, growable_convs
-from mmdyrep.core.fast_block import set_fast_forward
+from mmdyrep.core.block import set_fast_forward
 from mmdyrep.core.structure import apply_structure
 from .ops import kernel_ops, train_step_ops
 

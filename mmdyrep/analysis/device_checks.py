@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mmdyrep.core import cut_branches, deploy, grow, iter_blocks
-from mmdyrep.core.fast_block import set_fast_forward
+from mmdyrep.core.block import set_fast_forward
 from .benchmark import TABLE3_CONVS
 
 

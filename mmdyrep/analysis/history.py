@@ -24,18 +24,11 @@ import math
 import os.path as osp
 from typing import Dict, List, Mapping, Optional, Sequence
 
-from mmdyrep.core.branches import DyRepError
+from mmdyrep.core.history import FORMAT, HISTORY_FILE, VERSION, HistoryError, time_average
 
-FORMAT = 'mmdyrep.history'
-VERSION = 1
-HISTORY_FILE = 'dyrep_history.json'
 STRUCTURE_FORMAT = 'mmdyrep.structure'
 #: Keys averaged over training by :func:`summary` (those present in every record).
 COST_KEYS = ('params', 'flops', 'deployed_params', 'deployed_flops')
-
-
-class HistoryError(DyRepError):
-    """A structure-history file (or the history inside a checkpoint) is missing, corrupt or of another format."""
 
 
 # ------------------------------------------------------------------ loading
@@ -156,30 +149,6 @@ def history_from_records(records: Sequence[dict], max_iters: int, by_epoch: bool
 
 
 # ------------------------------------------------------------------ averages
-def time_average(records: Sequence[Mapping], key: str, end: int, start: int = 0) -> float:
-    """Time-weighted average of a piecewise-constant value over iterations ``[start, end]``.
-
-    Record ``i`` (sorted by ``'iter'``) holds ``records[i][key]`` from its ``iter`` until the next
-    record's; the first record's value also holds before it (it is the start state). With
-    ``end <= start`` the value at ``start`` is returned."""
-    if not records:
-        raise HistoryError(f'no records to average {key!r} over')
-    if end <= start:
-        value = records[0][key]
-        for rec in records:
-            if rec['iter'] <= start:
-                value = rec[key]
-        return float(value)
-    total = 0.0
-    for i, rec in enumerate(records):
-        begin = start if i == 0 else max(rec['iter'], start)
-        until = records[i + 1]['iter'] if i + 1 < len(records) else end
-        until = min(until, end)
-        if until > begin:
-            total += float(rec[key]) * (until - begin)
-    return total / (end - start)
-
-
 def training_average(history: Mapping, key: str) -> float:
     """The paper's "Avg. FLOPs / params" (Tables 2-3): ``key`` averaged over ``[0, max_iters]``."""
     return time_average(history['records'], key, history['max_iters'])

@@ -6,6 +6,8 @@ and ``{op: degeneracy ratio}`` (see :meth:`mmdyrep.core.SaliencyAccumulator.dege
 import math
 from typing import Dict, Iterable, List, Mapping, Optional, Sequence
 
+from mmdyrep.core.saliency import median, top
+
 #: Targets of the default metric (issue 11): degeneracy ratio, rank agreement of two windows.
 DEGENERACY_TARGET = 1e-2
 SPEARMAN_TARGET = 0.6
@@ -39,19 +41,6 @@ def spearman(a: Mapping[str, float], b: Mapping[str, float]) -> Optional[float]:
     if va == 0 or vb == 0:
         return None
     return cov / math.sqrt(va * vb)
-
-
-def median(values: Iterable[float]) -> Optional[float]:
-    values = sorted(values)
-    if not values:
-        return None
-    mid = len(values) // 2
-    return values[mid] if len(values) % 2 else (values[mid - 1] + values[mid]) / 2
-
-
-def top(scores: Mapping[str, float], k: int = 5) -> List[str]:
-    """The ``k`` highest-scoring ops, ties by name (as :meth:`SaliencyAccumulator.select`)."""
-    return sorted(scores, key=lambda n: (-scores[n], n))[:k]
 
 
 def kind_counts(names: Iterable[str], kinds: Mapping[str, str]) -> Dict[str, int]:

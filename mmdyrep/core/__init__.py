@@ -12,7 +12,7 @@ Typical use::
 Rep, Dep and deploy keep the eval-mode output of the model (float rounding aside).
 """
 from .block import (DyRepBlock, calibration_mode, cut, cut_branches, dep_decision, grow, growable_convs,
-                    iter_blocks)
+                    iter_blocks, set_fast_forward)
 from .branches import BRANCH_TYPES, Branch, ConvSpec, DyRepError, UnsupportedConvError, build_branch
 from .deploy import deploy, fold_conv_bias
 from .evolver import Evolver
@@ -26,5 +26,5 @@ __all__ = [
     'SaliencyAccumulator', 'UnsupportedConvError', 'apply_structure', 'build_branch', 'calibration_mode',
     'candidate_kind', 'cut', 'cut_branches', 'dep_decision', 'deploy', 'example_input', 'extract_structure',
     'fold_conv_bias', 'following_norms', 'grad_norm', 'grasp', 'grow', 'growable_convs', 'hessian_gradient_product',
-    'is_evolved', 'iter_blocks', 'snip', 'strip_blocks', 'synflow', 'synflow_conv', 'taylor'
+    'is_evolved', 'iter_blocks', 'set_fast_forward', 'snip', 'strip_blocks', 'synflow', 'synflow_conv', 'taylor'
 ]

@@ -86,7 +86,7 @@ class DyRepBlock(nn.Module):
     #: fewer ops: the origin and every branch whose BNs use running statistics (mmdet's norm_eval=True)
     #: as ONE K×K conv; with training-mode BNs the BNs grouped (:mod:`mmdyrep.core.grouped_block`), or a
     #: stem's 1×1–AVG branch pooled first. Same outputs and gradients up to rounding. Set per block
-    #: (``fast_block.set_fast_forward(model, False)``), for a whole backbone (``DyRepResNet(fast_forward=
+    #: (``set_fast_forward(model, False)``), for a whole backbone (``DyRepResNet(fast_forward=
     #: False)``) or for all (``DyRepBlock.fast_forward = False``) to run the per-branch reference forward.
     #: Ignored while tracing (FLOP counts stay those of the per-branch structure) and inside
     #: :func:`per_branch_forward`.
@@ -120,12 +120,24 @@ class DyRepBlock(nn.Module):
             conv = conv.origin
         return conv
 
+    def _set_origin_(self, kernel: Tensor, bias: Tensor) -> None:
+        conv = self.origin_conv()
+        conv.weight.copy_(kernel)
+        conv.bias.copy_(bias)
+
+    def _origin_kernel(self, kernel: Tensor, bias: Tensor) -> Tuple[T.KernelBias, T.KernelBias]:
+        conv = self.origin_conv()
+        return (conv.weight, conv.bias), (kernel.detach().to(conv.weight), bias.detach().to(conv.bias))
+
     @torch.no_grad()
     def absorb_(self, kernel: Tensor, bias: Tensor) -> None:
-        """Add a K×K kernel and bias to the (innermost) origin conv: Eq. 6 (negated) and Eq. 10."""
-        conv = self.origin_conv()
-        conv.weight.add_(kernel.to(conv.weight))
-        conv.bias.add_(bias.to(conv.bias))
+        """Dep, Eq. 10: add a removed branch's K×K kernel and bias to the (innermost) origin conv."""
+        self._set_origin_(*T.dep_origin(*self._origin_kernel(kernel, bias)))
+
+    @torch.no_grad()
+    def compensate_(self, kernel: Tensor, bias: Tensor) -> None:
+        """Rep, Eq. 6: subtract a new branch's K×K kernel and bias from the (innermost) origin conv."""
+        self._set_origin_(*T.rep_origin(*self._origin_kernel(kernel, bias)))
 
     def importances(self) -> Dict[str, float]:
         """Eq. 9 per branch: ``s_j = mean |gamma|`` of the branch's last BN (not normalised)."""
@@ -192,6 +204,15 @@ def iter_blocks(model: nn.Module) -> Iterator[Tuple[str, DyRepBlock]]:
     for name, module in model.named_modules():
         if isinstance(module, DyRepBlock):
             yield name, module
+
+
+def set_fast_forward(model: nn.Module, enabled: bool = True) -> int:
+    """Set ``fast_forward`` on every DyRep block of ``model`` (new blocks start with the class
+    default); returns how many blocks were set."""
+    blocks = [b for _, b in iter_blocks(model)]
+    for block in blocks:
+        block.fast_forward = enabled
+    return len(blocks)
 
 
 def growable_convs(model: nn.Module) -> Dict[str, nn.Conv2d]:
@@ -334,7 +355,7 @@ def grow(model: nn.Module,
     for block in blocks.values():
         for branch in block.branches.values():
             kernel, bias = branch.equivalent_kernel()
-            block.absorb_(-kernel.detach(), -bias.detach())
+            block.compensate_(kernel, bias)
         pack_block(block)
     return blocks
 
@@ -395,5 +416,5 @@ def cut_branches(model: nn.Module, block_name: str, branch_names: Sequence[str])
 __all__ = [
     'BRANCH_TYPES', 'DyRepBlock', 'calibration_mode', 'cut', 'cut_branches', 'dep_decision', 'describe',
     'frozen_eval', 'grow',
-    'growable_convs', 'iter_blocks', 'per_branch_forward'
+    'growable_convs', 'iter_blocks', 'per_branch_forward', 'set_fast_forward'
 ]

@@ -32,7 +32,8 @@ Two details keep the merged path identical to the per-branch forward, gradients 
   merged below :data:`MIN_POSITIONS` output positions (tiny feature maps: the kernel-sized work
   then costs as much as the branches). The result is the same either way.
 
-Pure PyTorch; imports only :mod:`.branches` and :mod:`.transforms`, so ``block.py`` can import it.
+Pure PyTorch; imports only :mod:`.branches`, :mod:`.grouped_block` and :mod:`.transforms`, never
+:mod:`.block` (which imports it).
 """
 from typing import List, Optional, Tuple
 
@@ -326,17 +327,7 @@ def merged_forward(block: nn.Module, x: Tensor) -> Tensor:
     return out
 
 
-def set_fast_forward(model: nn.Module, enabled: bool = True) -> int:
-    """Set ``fast_forward`` on every DyRep block of ``model`` (new blocks start with the class
-    default); returns how many blocks were set."""
-    from .block import iter_blocks
-    blocks = [b for _, b in iter_blocks(model)]
-    for block in blocks:
-        block.fast_forward = enabled
-    return len(blocks)
-
-
 __all__ = [
     'GROUP_BNS', 'batch_moments_1x1', 'is_linear', 'linear_form', 'merged_forward', 'plan', 'pool_first_forward',
-    'pool_first_pays', 'set_fast_forward', 'update_running_stats', 'worth_merging'
+    'pool_first_pays', 'update_running_stats', 'worth_merging'
 ]

@@ -562,8 +562,22 @@ def _check_k(k: int) -> None:
         raise ValueError(f'k must be a positive int, got {k!r}')
 
 
+def median(values: Iterable[float]) -> Optional[float]:
+    values = sorted(values)
+    if not values:
+        return None
+    mid = len(values) // 2
+    return values[mid] if len(values) % 2 else (values[mid - 1] + values[mid]) / 2
+
+
+def top(scores: Mapping[str, float], k: int = 5) -> List[str]:
+    """The ``k`` highest-scoring ops, ties by name (as :meth:`SaliencyAccumulator.select`)."""
+    return sorted(scores, key=lambda n: (-scores[n], n))[:k]
+
+
 __all__ = [
     'DEFAULT_METRIC', 'METRICS', 'NEEDS', 'VOTERS', 'OpTerms', 'Operation', 'SaliencyAccumulator',
-    'as_operation', 'grad_norm', 'grasp', 'grasp_terms', 'hessian_gradient_product', 'metric_of', 'op_terms', 'snip',
+    'as_operation', 'grad_norm', 'grasp', 'grasp_terms', 'hessian_gradient_product', 'median', 'metric_of', 'op_terms',
+    'snip', 'top',
     'synflow', 'synflow_conv', 'taylor'
 ]

@@ -15,6 +15,18 @@ from torch.nn.modules.batchnorm import _BatchNorm
 KernelBias = Tuple[Tensor, Tensor]
 
 
+def rep_origin(origin: KernelBias, added: KernelBias) -> KernelBias:
+    """Eq. 6 (Rep): the origin's kernel and bias after branches whose summed K×K kernel and bias are
+    ``added`` joined it, ``F_ori - (F_1 + ... + F_n)``: the grown block computes what the origin did."""
+    return origin[0] - added[0], origin[1] - added[1]
+
+
+def dep_origin(origin: KernelBias, removed: KernelBias) -> KernelBias:
+    """Eq. 10 (Dep): the origin's kernel and bias after absorbing a removed branch's, ``F_ori + F_j``:
+    the block without that branch computes what it did with it."""
+    return origin[0] + removed[0], origin[1] + removed[1]
+
+
 def bn_scale_shift(bn: _BatchNorm) -> KernelBias:
     """Eval-mode BN as ``x * scale + shift`` per channel (Eq. 7 with running statistics)."""
     std = (bn.running_var + bn.eps).sqrt()

@@ -13,21 +13,22 @@ from typing import List, Optional, Sequence
 import numpy as np
 import torch
 from mmengine import dist
-from mmengine.hooks import Hook
+from mmengine.hooks import CheckpointHook, EMAHook, Hook
 from mmengine.model import is_model_wrapper
+from mmengine.optim import AmpOptimWrapper
 from mmengine.registry import HOOKS
 from mmengine.runner import BaseLoop, EpochBasedTrainLoop
 from torch.utils.data import DataLoader, RandomSampler
 
-from mmdyrep.analysis.history import time_average
-from mmdyrep.analysis.saliency import median, top
+from mmdyrep.core.history import FORMAT as HISTORY_FORMAT
+from mmdyrep.core.history import VERSION as HISTORY_VERSION
+from mmdyrep.core.history import time_average
+from mmdyrep.core.saliency import median, top
 from mmdyrep.core import (BRANCH_TYPES, DEFAULT_METRIC, METRICS, DyRepError, Evolver, apply_structure,
                           extract_structure, iter_blocks)
 from mmdyrep.models.complexity import count
 from mmdyrep.models.dyrep_resnet import STRUCTURE_KEY, DyRepResNetMixin, decode_structure
 from .optim import arrange_groups, flatten_schedulers, group_names, sync_optimizer
-
-HISTORY_FORMAT = 'mmdyrep.history'
 
 
 def pending_unscale(wrapper) -> Optional[torch.Tensor]:
@@ -213,7 +214,7 @@ class DyRepHook(Hook):
             raise DyRepError(f'DyRepHook: no update fits: begin={self.begin} + interval={self.interval} is past '
                              f'{"end=" + str(self.end) if self.end else "the end of the run"} ({limit} {unit})')
         for hook in runner.hooks:
-            if type(hook).__name__ == 'EMAHook':
+            if isinstance(hook, EMAHook):
                 raise DyRepError('DyRepHook cannot run with EMAHook: the averaged model would keep the old '
                                  'structure when parameters are added or cut. Remove EMAHook from custom_hooks.')
         if runner.cfg.get('compile'):
@@ -320,7 +321,7 @@ class DyRepHook(Hook):
     # ----------------------------------------------------------------- update
     def _checkpoint_due(self, runner, n: int) -> bool:
         for hook in runner.hooks:
-            if type(hook).__name__ == 'CheckpointHook' and not hook.by_epoch:
+            if isinstance(hook, CheckpointHook) and not hook.by_epoch:
                 if hook.every_n_train_iters(runner, hook.interval, hook.save_begin) or (
                         hook.save_last and n == runner.max_iters):
                     return True
@@ -357,7 +358,7 @@ class DyRepHook(Hook):
 
     def _amp(self, runner):
         wrapper = runner.optim_wrapper
-        if type(wrapper).__name__ == 'AmpOptimWrapper':
+        if isinstance(wrapper, AmpOptimWrapper):
             from mmengine.runner.amp import autocast
             return autocast(dtype=getattr(wrapper, 'cast_dtype', None))
         return contextlib.nullcontext()
@@ -508,7 +509,7 @@ class DyRepHook(Hook):
         }
 
     def _history(self, runner) -> dict:
-        return {'format': HISTORY_FORMAT, 'version': 1, 'by_epoch': self.by_epoch,
+        return {'format': HISTORY_FORMAT, 'version': HISTORY_VERSION, 'by_epoch': self.by_epoch,
                 'max_iters': runner.max_iters, 'max_epochs': runner.max_epochs if self.by_epoch else None,
                 'input_shape': list(self.flops_input_shape), 'records': self.records}
 

@@ -22,7 +22,7 @@ from torch import nn
 
 from mmdyrep.core import (DyRepBlock, DyRepError, apply_structure, deploy, extract_structure, fold_conv_bias,
                           following_norms, grow, growable_convs, is_evolved, iter_blocks, strip_blocks)
-from mmdyrep.core.fast_block import set_fast_forward
+from mmdyrep.core.block import set_fast_forward
 
 STRUCTURE_KEY = 'dyrep_structure'
 REP_MODES = ('dyrep', 'origin', 'repvgg', 'dbb')
@@ -125,9 +125,6 @@ class DyRepResNetMixin:
         return super().forward(x)
 
     # ------------------------------------------------------------- state dict
-    def dyrep_structure(self) -> dict:
-        return extract_structure(self)
-
     def _save_to_state_dict(self, destination, prefix, keep_vars):
         super()._save_to_state_dict(destination, prefix, keep_vars)
         structure = extract_structure(self)
@@ -213,7 +210,3 @@ def deploy_state_dict(model: nn.Module, state_dict: dict) -> dict:
     work.load_state_dict(state_dict, strict=True)
     switch_to_deploy(work)
     return work.state_dict()
-
-
-def count_blocks(model: nn.Module) -> int:
-    return sum(1 for _ in iter_blocks(model))

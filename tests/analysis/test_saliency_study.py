@@ -76,7 +76,7 @@ def test_float64_pass_falls_back_to_the_backbone_on_the_real_detector(tmp_path):
     from mmengine.runner import Runner
 
     from mmdyrep.core import Evolver
-    from mmdyrep.engine.saliency_study import backbone_of, precision_top1
+    from mmdyrep.analysis.saliency_study import backbone_of, precision_top1
     from tests.engine.runners import coco_cfg
 
     runner = Runner.from_cfg(coco_cfg(str(tmp_path / 'coco'), str(tmp_path / 'work')))

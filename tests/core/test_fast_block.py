@@ -10,7 +10,8 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from mmdyrep.core import DyRepBlock, grow, iter_blocks
 from mmdyrep.core import fast_block
-from mmdyrep.core.fast_block import is_linear, merged_forward, plan, set_fast_forward
+from mmdyrep.core.block import set_fast_forward
+from mmdyrep.core.fast_block import is_linear, merged_forward, plan
 
 TOL = 1e-9
 SPECS = {  # in, out, K, stride, padding, dilation, groups

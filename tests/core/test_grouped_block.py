@@ -11,7 +11,8 @@ from torch import nn
 from mmdyrep.analysis.ops import count_ops, kernel_ops, train_step_ops
 from mmdyrep.core import grow
 from mmdyrep.core import fast_block
-from mmdyrep.core.fast_block import merged_forward, set_fast_forward
+from mmdyrep.core.block import set_fast_forward
+from mmdyrep.core.fast_block import merged_forward
 from mmdyrep.core.grouped_block import can_group, grouped_forward, pack_buffers, worth_grouping
 from tests.core.test_fast_block import SPECS, assert_same, make_block
 

@@ -82,7 +82,7 @@ def test_fast_forward_option_matches_the_reference(toolbox):
     float64: in float32 the tiny maps and batches here make BN amplify rounding to a few % in
     the gradients of either forward."""
     import copy
-    from mmdyrep.core.fast_block import set_fast_forward
+    from mmdyrep.core.block import set_fast_forward
     torch.manual_seed(0)
     model = build(toolbox, fast_forward=True)
     evolve(model, toolbox, batch(toolbox, size=SIZES[toolbox]))

@@ -7,7 +7,7 @@
 The config's model, train data (with its augmentation), optimizer and loss; its DyRepHook is left
 out (the study drives the evolver itself) but gives the defaults: the metric under study
 (``default``), ``max_depth``, BN-calibration batches and the input shape of the norm trace. Steps
-(see :mod:`mmdyrep.engine.saliency_study`): warm-up, a grow so that origins and inner K×K convs
+(see :mod:`mmdyrep.analysis.saliency_study`): warm-up, a grow so that origins and inner K×K convs
 compete, two windows scored by every metric, a float32 / float64 check of the top-1 and a loss check
 (top- vs bottom-ranked grow, no target). Prints a table, writes the JSON with ``--out``::
 
@@ -37,7 +37,7 @@ from runner_setup import build_runner, fail, load_config, run_main  # noqa: E402
 
 def parse_args(argv=None):
     from mmdyrep.core import METRICS
-    from mmdyrep.engine.saliency_study import STUDY_METRICS
+    from mmdyrep.analysis.saliency_study import STUDY_METRICS
     p = argparse.ArgumentParser(description=__doc__.split('\n')[1])
     p.add_argument('config', help='a DyRep training config (mmdet, mmseg or mmpretrain)')
     p.add_argument('--iters', type=int, default=40, help='warm-up optimizer steps before the grow (default 40)')
@@ -112,7 +112,7 @@ def main(argv=None):
     cfg.work_dir = args.work_dir or tempfile.mkdtemp(prefix='saliency_study_')
     cfg.log_level = 'INFO' if args.verbose else 'WARNING'
     runner = build_runner(cfg, scope, 'none')
-    from mmdyrep.engine.saliency_study import run_study
+    from mmdyrep.analysis.saliency_study import run_study
     from training_cost import machine
     default = args.default or settings['metric']
     result = run_study(runner, iters=args.iters, window=args.window, metrics=args.metrics, default=default,

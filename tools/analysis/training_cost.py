@@ -279,7 +279,7 @@ def enable_fast_forward(model, enabled: bool = True) -> int:
     """``fast_forward=enabled`` on the model's DyRepResNet (as a config would set it) and on its blocks;
     returns the number of blocks. The default is on: the plain mode names time the per-branch
     reference (``enabled=False``), ``<mode>+fast`` what users get."""
-    from mmdyrep.core.fast_block import set_fast_forward
+    from mmdyrep.core.block import set_fast_forward
     from mmdyrep.models import DyRepResNetMixin
     for module in model.modules():
         if isinstance(module, DyRepResNetMixin):

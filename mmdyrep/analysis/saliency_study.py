@@ -31,7 +31,7 @@ from mmengine.runner import Runner
 from mmdyrep.analysis.saliency import judge, kind_counts, median, spearman, top
 from mmdyrep.core import DEFAULT_METRIC, Evolver
 from mmdyrep.models.dyrep_resnet import DyRepResNetMixin
-from .optim import sync_optimizer
+from mmdyrep.engine.optim import sync_optimizer
 
 #: The metrics the study compares by default (grasp needs a second-order pass; vote is a mix).
 STUDY_METRICS = ('synflow', 'synflow_conv', 'taylor', 'snip', 'grad_norm', 'random')

@@ -22,6 +22,7 @@ from .branches import (BRANCH_TYPES, Branch, ConvSpec, DyRepError, NormFactory, 
                        build_branch, default_norm_factory, kernel_of)
 from .fast_block import merged_forward
 from .grouped_block import pack_block
+from .options import check_branches, check_gamma_init
 
 
 def ensure_bias_(conv: nn.Conv2d) -> None:
@@ -237,14 +238,9 @@ def resolve_branches(spec: ConvSpec, name: str, branches: Optional[Sequence[str]
     (an unfit one is an error, or skipped with ``skip_unfit``)."""
     if branches is None:
         return spec.valid_branches()
-    branches = tuple(branches)
-    unknown = [b for b in branches if b not in BRANCH_TYPES]
-    if unknown:
-        raise DyRepError(f"{name}: unknown branch types {unknown} (known: {', '.join(BRANCH_TYPES)})")
+    branches = check_branches(branches, name)
     if skip_unfit:
         branches = spec.valid_branches(branches)
-    if len(set(branches)) != len(branches):
-        raise DyRepError(f'{name}: duplicate branch types in {list(branches)}')
     for branch in branches:
         reason = spec.allows(branch)
         if reason:
@@ -317,8 +313,7 @@ def grow(model: nn.Module,
         names = [names]
     if len(set(names)) != len(names):
         raise DyRepError(f'duplicate names in {list(names)}')
-    if not (isinstance(gamma_init, (int, float)) and math.isfinite(gamma_init)):
-        raise DyRepError(f'gamma_init must be a finite number, got {gamma_init!r}')
+    check_gamma_init(gamma_init, 'grow')
     norm_factory = norm_factory or getattr(model, 'dyrep_norm_factory', None) or default_norm_factory
     plans = []
     for name in names:

@@ -11,9 +11,11 @@ from typing import Callable, Dict, List, Optional, Sequence
 from torch import Tensor, nn
 
 from .block import DyRepBlock, cut, grow, growable_convs
-from .branches import BRANCH_TYPES, DyRepError, NormFactory
+from .branches import NormFactory
 from .norms import candidate_kind, following_norms, uses_batch_stats
-from .saliency import DEFAULT_METRIC, METRICS, Operation, SaliencyAccumulator
+from .options import (check_branches, check_dep_threshold, check_gamma_init, check_max_depth, check_metric,
+                      check_topk)
+from .saliency import DEFAULT_METRIC, Operation, SaliencyAccumulator
 
 
 def nesting_depth(name: str, model: nn.Module) -> int:
@@ -62,16 +64,12 @@ class Evolver:
                  norm_factory: Optional[NormFactory] = None,
                  seed: int = 0,
                  example_input: Optional[Tensor] = None):
-        if metric not in METRICS:
-            raise DyRepError(f"unknown saliency metric '{metric}' (choose from {', '.join(METRICS)})")
-        if not isinstance(topk, int) or topk < 1:
-            raise DyRepError(f'topk must be a positive int, got {topk!r}')
-        if branches is not None:
-            unknown = [b for b in branches if b not in BRANCH_TYPES]
-            if unknown:
-                raise DyRepError(f"unknown branch types {unknown} (known: {', '.join(BRANCH_TYPES)})")
-        if dep_threshold < 0:
-            raise DyRepError(f'dep_threshold must be >= 0, got {dep_threshold}')
+        check_metric(metric, 'Evolver')
+        check_topk(topk, 'Evolver')
+        check_branches(branches, 'Evolver')
+        check_gamma_init(gamma_init, 'Evolver')
+        check_dep_threshold(dep_threshold, 'Evolver')
+        check_max_depth(max_depth, 'Evolver')
         self.model = model
         self.topk = topk
         self.branches = tuple(branches) if branches is not None else None

@@ -3,7 +3,6 @@ import contextlib
 import copy
 import hashlib
 import json
-import math
 import os
 import os.path as osp
 import random
@@ -23,8 +22,10 @@ from torch.utils.data import DataLoader, RandomSampler
 from mmdyrep.core.history import FORMAT as HISTORY_FORMAT
 from mmdyrep.core.history import VERSION as HISTORY_VERSION
 from mmdyrep.core.history import time_average
+from mmdyrep.core.options import (check_branches, check_dep_threshold, check_gamma_init, check_max_depth,
+                                  check_metric, check_topk)
 from mmdyrep.core.saliency import median, top
-from mmdyrep.core import (BRANCH_TYPES, DEFAULT_METRIC, METRICS, DyRepError, Evolver, apply_structure,
+from mmdyrep.core import (DEFAULT_METRIC, DyRepError, Evolver, apply_structure,
                           extract_structure, iter_blocks)
 from mmdyrep.models.complexity import count
 from mmdyrep.models.dyrep_resnet import STRUCTURE_KEY, DyRepResNetMixin, decode_structure
@@ -139,20 +140,16 @@ class DyRepHook(Hook):
             raise bad(f'begin must be an int >= 0, got {begin!r}')
         if end is not None and (not isinstance(end, int) or end <= begin):
             raise bad(f'end must be None or an int > begin ({begin}), got {end!r}')
-        if metric not in METRICS or metric == 'grasp':
-            raise bad(f"unknown metric '{metric}' (choose from {', '.join(m for m in METRICS if m != 'grasp')})")
-        if not isinstance(topk, int) or topk < 1:
-            raise bad(f'topk must be a positive int, got {topk!r}')
-        if branches is not None:
-            unknown = [b for b in branches if b not in BRANCH_TYPES]
-            if unknown or not branches:
-                raise bad(f"unknown branch types {unknown} (known: {', '.join(BRANCH_TYPES)})")
-        if not (isinstance(gamma_init, (int, float)) and math.isfinite(gamma_init) and gamma_init > 0):
-            raise bad(f'gamma_init must be a positive number, got {gamma_init!r}')
+        # the paper's hyper-parameters: one set of rules (core/options.py); grasp needs a second-order
+        # pass the hook does not run
+        check_metric(metric, 'DyRepHook', exclude=('grasp', ))
+        check_topk(topk, 'DyRepHook')
+        check_branches(branches, 'DyRepHook')
+        check_gamma_init(gamma_init, 'DyRepHook')
+        check_dep_threshold(dep_threshold, 'DyRepHook')
+        check_max_depth(max_depth, 'DyRepHook')
         if not isinstance(num_calib_batches, int) or num_calib_batches < 0:
             raise bad(f'num_calib_batches must be an int >= 0, got {num_calib_batches!r}')
-        if dep_threshold < 0:
-            raise bad(f'dep_threshold must be >= 0, got {dep_threshold!r}')
         self.interval, self.begin, self.end = interval, begin, end
         self.metric, self.topk = metric, topk
         self.branches = tuple(branches) if branches is not None else None

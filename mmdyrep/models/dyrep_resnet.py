@@ -23,6 +23,7 @@ from torch import nn
 from mmdyrep.core import (DyRepBlock, DyRepError, apply_structure, deploy, extract_structure, fold_conv_bias,
                           following_norms, grow, growable_convs, is_evolved, iter_blocks, strip_blocks)
 from mmdyrep.core.block import set_fast_forward
+from mmdyrep.core.options import check_gamma_init
 
 STRUCTURE_KEY = 'dyrep_structure'
 REP_MODES = ('dyrep', 'origin', 'repvgg', 'dbb')
@@ -79,6 +80,7 @@ class DyRepResNetMixin:
         if grow_candidates is not None and (isinstance(grow_candidates, str)
                                             or not all(isinstance(p, str) for p in grow_candidates)):
             raise DyRepError(f'grow_candidates must be a list of name patterns, got {grow_candidates!r}')
+        check_gamma_init(static_gamma_init, f'{type(self).__name__} static_gamma_init')
         super().__init__(*args, **kwargs)
         self.rep_mode = rep_mode
         self.grow_candidates = list(grow_candidates) if grow_candidates is not None else None

@@ -50,3 +50,22 @@ def test_state_round_trip_and_bad_arguments(resnet18, batches):
         Evolver(resnet18, topk=0)
     with pytest.raises(DyRepError, match="unknown branch types"):
         Evolver(resnet18, branches=['5x5'])
+
+
+def test_one_set_of_rules_for_the_hyper_parameters(resnet18):
+    """grow, the Evolver and the hook (tests/engine) refuse the same values with the same words
+    (mmdyrep.core.options), each naming who was given them."""
+    from mmdyrep.core import grow
+    for kwargs, words in ((dict(gamma_init=0.0), 'gamma_init must be a positive number'),
+                          (dict(gamma_init=float('nan')), 'gamma_init must be a positive number'),
+                          (dict(branches=['1x1', '1x1']), 'duplicate branch types'),
+                          (dict(branches=[]), 'no branch types given')):
+        with pytest.raises(DyRepError, match=f'Evolver: {words}'):
+            Evolver(resnet18, **kwargs)
+        with pytest.raises(DyRepError, match=words):
+            grow(resnet18, ['layer1.0.conv1'], **kwargs)
+    for kwargs, words in ((dict(dep_threshold=-1), 'dep_threshold must be a number >= 0'),
+                          (dict(max_depth=-1), 'max_depth must be None or an int >= 0'),
+                          (dict(topk=True), 'topk must be a positive int')):
+        with pytest.raises(DyRepError, match=f'Evolver: {words}'):
+            Evolver(resnet18, **kwargs)

@@ -252,7 +252,10 @@ def test_scores_are_unscaled_under_amp_and_non_finite_steps_skipped(tmp_path):
 def test_bad_configuration_is_refused_before_training(tmp_path):
     from mmdyrep.engine import DyRepHook
     for kwargs, match in ((dict(interval=0), 'interval must be a positive int'),
-                          (dict(metric='synfow'), "unknown metric 'synfow'"),
+                          (dict(metric='synfow'), "DyRepHook: unknown saliency metric 'synfow'"),
+                          (dict(metric='grasp'), "unknown saliency metric 'grasp'"),
+                          (dict(gamma_init=0), 'gamma_init must be a positive number'),
+                          (dict(max_depth=-1), 'max_depth must be None or an int >= 0'),
                           (dict(end=0), 'end must be None or an int > begin'),
                           (dict(branches=['2x2']), 'unknown branch types')):
         with pytest.raises(DyRepError, match=match):

@@ -12,11 +12,8 @@ import json
 import torch
 import torchvision
 
-from mmdyrep.core import Evolver, deploy, extract_structure, fold_conv_bias, following_norms, iter_blocks
-
-
-def rel_err(a, b):
-    return ((a - b).abs().max() / b.abs().max()).item()
+from mmdyrep.core import (Evolver, deploy, extract_structure, fold_conv_bias, following_norms, iter_blocks,
+                          relative_error)
 
 
 def main():
@@ -45,7 +42,7 @@ def main():
         model.eval()
         before = model(probe)
         report = evolver.step(calibrate=lambda m: [m(x) for x, _ in data])  # lines 7-10
-        err = rel_err(model(probe), before)
+        err = relative_error(model(probe), before)
         # new parameters join the optimizer (the mmengine hook does this with param groups)
         optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
         print(f'update {update + 1}: loss {loss.item():.3f}, grew {report["grown"]}, cut {report["cut"]}, '
@@ -56,7 +53,7 @@ def main():
     model.eval()
     before = model(probe)
     deploy(model)
-    err = rel_err(model(probe), before)
+    err = relative_error(model(probe), before)
     plain = torchvision.models.resnet18(num_classes=10)
     norms = following_norms(model)  # deployed convs carry a bias: fold it into the BN that follows
     for name, module in model.named_modules():
@@ -64,7 +61,7 @@ def main():
             fold_conv_bias(model, name, norms[name])
     plain.load_state_dict(model.state_dict(), strict=True)
     plain.eval()
-    final_err = rel_err(plain(probe), before)
+    final_err = relative_error(plain(probe), before)
     print(f'params: {params_before / 1e6:.2f}M -> evolved {params_evolved / 1e6:.2f}M -> deployed '
           f'{sum(p.numel() for p in plain.parameters()) / 1e6:.2f}M')
     print(f'deploy: max relative error {err:.2e}; stock torchvision ResNet-18 loaded strict=True, '

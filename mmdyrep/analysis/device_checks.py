@@ -21,13 +21,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mmdyrep.core import cut_branches, deploy, grow, iter_blocks
+from mmdyrep.core import cut_branches, deploy, grow, iter_blocks, relative_error
 from mmdyrep.core.block import set_fast_forward
 from .benchmark import TABLE3_CONVS
-
-
-def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
-    return ((a.float() - b.float()).abs().max() / b.float().abs().max().clamp_min(1e-30)).item()
 
 
 def _grad_rel(ref: nn.Module, other: nn.Module) -> float:
@@ -60,7 +56,7 @@ def check_device(device: str = 'cuda', arch: str = 'resnet18', batch: int = 4, s
         model.eval()
         out = {}
         with torch.no_grad():
-            out['grow'] = _rel(model(x), before)
+            out['grow'] = relative_error(model(x), before)
 
         # training mode: fast (grouped) against per branch, then norm_eval (merged)
         for key, norm_eval in (('fast_train', False), ('fast_norm_eval', True)):
@@ -76,17 +72,17 @@ def check_device(device: str = 'cuda', arch: str = 'resnet18', batch: int = 4, s
             yr, yf = ref(x), fast(x)
             yr.square().mean().backward()
             yf.square().mean().backward()
-            out[key] = max(_rel(yf, yr), _grad_rel(ref, fast))
+            out[key] = max(relative_error(yf, yr), _grad_rel(ref, fast))
 
         with torch.no_grad():
             evolved = model(x)
             for name, block in list(iter_blocks(model)):
                 cut_branches(model, name, list(block.branches)[::2])
-            out['cut'] = _rel(model(x), evolved)
+            out['cut'] = relative_error(model(x), evolved)
             evolved = model(x)
             plain = copy.deepcopy(model)
             deploy(plain)
-            out['deploy'] = _rel(plain(x), evolved)
+            out['deploy'] = relative_error(plain(x), evolved)
 
         # bf16 autocast training, fast and per branch from the same weights and batches
         losses = {}

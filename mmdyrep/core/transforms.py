@@ -15,6 +15,15 @@ from torch.nn.modules.batchnorm import _BatchNorm
 KernelBias = Tuple[Tensor, Tensor]
 
 
+def relative_error(a: Tensor, b: Tensor) -> float:
+    """How far ``a`` is from the reference ``b``: ``max |a - b| / max |b|`` (float32 or wider), the
+    measure every exactness claim of this package states."""
+    a, b = a.detach(), b.detach()
+    if a.dtype not in (torch.float32, torch.float64):
+        a, b = a.float(), b.float()
+    return ((a - b.to(a)).abs().max() / b.to(a).abs().max().clamp_min(1e-30)).item()
+
+
 def rep_origin(origin: KernelBias, added: KernelBias) -> KernelBias:
     """Eq. 6 (Rep): the origin's kernel and bias after branches whose summed K×K kernel and bias are
     ``added`` joined it, ``F_ori - (F_1 + ... + F_n)``: the grown block computes what the origin did."""

@@ -25,7 +25,7 @@ from mmdyrep.core.history import time_average
 from mmdyrep.core.options import (check_branches, check_dep_threshold, check_gamma_init, check_max_depth,
                                   check_metric, check_topk)
 from mmdyrep.core.saliency import median, top
-from mmdyrep.core import (DEFAULT_METRIC, DyRepError, Evolver, apply_structure,
+from mmdyrep.core import (DEFAULT_METRIC, DyRepError, Evolver, apply_structure, relative_error,
                           extract_structure, iter_blocks)
 from mmdyrep.models.complexity import count
 from mmdyrep.models.dyrep_resnet import STRUCTURE_KEY, DyRepResNetMixin, decode_structure
@@ -433,7 +433,7 @@ class DyRepHook(Hook):
 
     @staticmethod
     def _relative_change(before, after) -> float:
-        return max(((a - b).abs().max() / b.abs().max().clamp_min(1e-12)).item() for a, b in zip(after, before))
+        return max(relative_error(a, b) for a, b in zip(after, before))
 
     def _rewrap(self, runner) -> None:
         module = self._model(runner)

@@ -151,3 +151,16 @@ def test_residual_only_where_defined():
     assert 'residual' in ConvSpec.from_conv(nn.Conv2d(4, 4, 3, 1, 1)).valid_branches()
     with pytest.raises(UnsupportedConvError, match='stride 1'):
         build_branch('residual', ConvSpec.from_conv(nn.Conv2d(4, 4, 3, 2, 1)), default_norm_factory)
+
+
+def test_relative_error_and_the_eq_6_eq_10_functions():
+    from mmdyrep.core.transforms import dep_origin, relative_error, rep_origin
+    b = torch.tensor([1.0, -4.0, 2.0], dtype=torch.float64)
+    assert relative_error(b + torch.tensor([0.0, 0.0, 0.4], dtype=torch.float64), b) == pytest.approx(0.1)
+    assert relative_error(b.half(), b) == 0.0  # compared in float32 at least
+    k, bias = torch.randn(4, 3, 3, 3, dtype=torch.float64), torch.randn(4, dtype=torch.float64)
+    added = (torch.randn_like(k), torch.randn_like(bias))
+    after_rep = rep_origin((k, bias), added)
+    back = dep_origin(after_rep, added)  # Dep of what Rep added gives the origin back
+    assert torch.allclose(back[0], k, atol=1e-12) and torch.allclose(back[1], bias, atol=1e-12)
+    assert torch.allclose(after_rep[0] + added[0], k, atol=1e-12)

@@ -132,7 +132,7 @@ def randomise_branch_norms(backbone, seed=0):
 
 
 def measure_deploy(model, data, args):
-    from mmdyrep.core import iter_blocks
+    from mmdyrep.core import iter_blocks, relative_error
     from mmdyrep.models import switch_to_deploy
     evolved = copy.deepcopy(backbone_of(model))
     randomise_branch_norms(evolved)
@@ -145,7 +145,7 @@ def measure_deploy(model, data, args):
     assert not any(True for _ in iter_blocks(evolved))
     with torch.no_grad():
         after = evolved(inputs)
-    error = max(((a - b).abs().max() / b.abs().max()).item() for a, b in zip(after, before))
+    error = max(relative_error(a, b) for a, b in zip(after, before))
     return {'deploy_seconds': seconds, 'deploy_max_rel_error': error, 'blocks': blocks, 'fused_convs': len(fused),
             'dtype': str(next(evolved.parameters()).dtype)}
 

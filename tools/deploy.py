@@ -63,34 +63,16 @@ def parse_args(argv=None):
 
 # ------------------------------------------------------------------------------ checkpoint
 def read_checkpoint(path: str) -> dict:
-    """``torch.load(weights_only=True)``: tensors and plain data only; mmengine runner
-    checkpoints load because :mod:`mmdyrep.engine` allow-lists their classes."""
-    if not osp.isfile(path):
-        fail(f'checkpoint not found: {path}')
+    """:func:`mmdyrep.engine.compat.read_checkpoint`: tensors and plain data only (mmengine runner
+    checkpoints load: their classes are allow-listed); anything else ends the tool with its reason."""
     if import_engine() is None:
-        print(f'warning: mmdyrep.engine cannot be imported ({engine_error()}); reading {path} with '
-              'torch.load(weights_only=True) without the allow-listed mmengine classes: a Runner checkpoint '
-              '(with message_hub) will be refused; a state dict still loads', file=sys.stderr)
+        fail(f'mmdyrep.engine cannot be imported ({engine_error()}): it reads checkpoints')
+    from mmdyrep.engine.compat import CheckpointError
+    from mmdyrep.engine.compat import read_checkpoint as read
     try:
-        ckpt = torch.load(path, map_location='cpu', weights_only=True)
-    except Exception as e:  # noqa: BLE001  (pickle, zip and weights_only errors)
-        fail(f'cannot read checkpoint {path}: {load_error(e)} (a corrupt or truncated file, not a PyTorch '
-             'checkpoint, or one holding objects other than tensors and plain data)')
-    if not isinstance(ckpt, dict):
-        fail(f'{path} is not a checkpoint: it holds a {type(ckpt).__name__}, not a dict')
-    return ckpt
-
-
-def load_error(e: Exception) -> str:
-    """The useful part of a torch.load error (not the advice to retry with weights_only=False)."""
-    text = str(e).strip()
-    if 'Weights only load failed' in text:
-        detail = text.split('WeightsUnpickler error:', 1)[-1] if 'WeightsUnpickler error:' in text else ''
-        detail = ' '.join(line.strip() for line in detail.split('Check the documentation')[0].splitlines()
-                          if line.strip())
-        return f'refused by torch.load(weights_only=True): {detail or "unsupported content"}'
-    first = text.splitlines()[0] if text else ''
-    return f'{type(e).__name__}: {first[:300]}'
+        return read(path)
+    except CheckpointError as e:
+        fail(str(e))
 
 
 def state_dict_of(ckpt: dict, path: str) -> Dict[str, torch.Tensor]:

@@ -149,11 +149,9 @@ def describe_block(name: str, block: dict, indent: str = '  ') -> list:
 
 
 def structure_from_checkpoint(checkpoint: str) -> dict:
-    import torch
-
-    import mmdyrep.engine  # noqa: F401  (allow-lists the runner checkpoint's classes)
+    from mmdyrep.engine.compat import read_checkpoint
     from mmdyrep.models import STRUCTURE_KEY, decode_structure
-    state = torch.load(checkpoint, map_location='cpu', weights_only=True)['state_dict']
+    state = read_checkpoint(checkpoint)['state_dict']
     key = 'backbone.' + STRUCTURE_KEY
     return decode_structure(state[key], key) if key in state else {'blocks': {}}
 

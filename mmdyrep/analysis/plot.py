@@ -15,7 +15,6 @@ history from ``checkpoint['dyrep']['history']`` when the DyRepHook saved it).
 import math
 import os
 import os.path as osp
-import pickle
 from dataclasses import dataclass, field
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
@@ -45,25 +44,13 @@ class Run:
 
 
 def load_checkpoint(path: str) -> dict:
-    """``torch.load`` with ``weights_only=True`` only; mmengine runner checkpoints need a few allow-listed
-    classes (:func:`mmdyrep.engine.compat.allow_mmengine_checkpoints`). Anything else: a clear error."""
-    import torch
+    """:func:`mmdyrep.engine.compat.read_checkpoint` (tensors and plain data only), its errors as
+    :class:`HistoryError`."""
+    from mmdyrep.engine.compat import CheckpointError, read_checkpoint
     try:
-        return torch.load(path, map_location='cpu', weights_only=True)
-    except pickle.UnpicklingError as first:
-        try:
-            from mmdyrep.engine.compat import allow_mmengine_checkpoints
-            allow_mmengine_checkpoints()
-            return torch.load(path, map_location='cpu', weights_only=True)
-        except pickle.UnpicklingError as e:
-            reason = str(e).strip().splitlines()[0]
-        except ImportError:
-            reason = str(first).strip().splitlines()[0]
-        raise HistoryError(f'{path}: torch.load(weights_only=True) refused the checkpoint ({reason}). This tool '
-                           'does not unpickle arbitrary objects; re-save the state dict with plain tensors, e.g. '
-                           "torch.save({'state_dict': model.state_dict()}, file)") from None
-    except (RuntimeError, EOFError, OSError, ValueError) as e:
-        raise HistoryError(f'{path}: not a readable PyTorch checkpoint ({str(e).strip().splitlines()[0]})') from None
+        return read_checkpoint(path)
+    except CheckpointError as e:
+        raise HistoryError(str(e)) from None
 
 
 def structure_entry(state_dict: Mapping, source: str = '<state dict>') -> Tuple[str, Optional[dict]]:

@@ -150,7 +150,7 @@ def describe_block(name: str, block: dict, indent: str = '  ') -> list:
 
 def structure_from_checkpoint(checkpoint: str) -> dict:
     from mmdyrep.engine.compat import read_checkpoint
-    from mmdyrep.models import STRUCTURE_KEY, decode_structure
+    from mmdyrep.core.structure import STRUCTURE_KEY, decode_structure
     state = read_checkpoint(checkpoint)['state_dict']
     key = 'backbone.' + STRUCTURE_KEY
     return decode_structure(state[key], key) if key in state else {'blocks': {}}

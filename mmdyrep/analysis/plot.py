@@ -56,7 +56,7 @@ def load_checkpoint(path: str) -> dict:
 def structure_entry(state_dict: Mapping, source: str = '<state dict>') -> Tuple[str, Optional[dict]]:
     """``(prefix, structure)`` of the one DyRep backbone in a state dict (``structure`` is ``None`` when
     it was never evolved). Several backbones: an error naming them."""
-    from mmdyrep.models.dyrep_resnet import decode_structure
+    from mmdyrep.core.structure import decode_structure
     keys = [k for k in state_dict if k == STRUCTURE_SUFFIX or k.endswith('.' + STRUCTURE_SUFFIX)]
     if len(keys) > 1:
         raise HistoryError(f'{source}: several DyRep structures ({", ".join(keys)}); plot one model at a time')

@@ -13,8 +13,10 @@ weights) so that the evolved state dict then loads with no missing or unexpected
 The blocks themselves stay the single source of truth: this data is always derived.
 """
 import copy
+import json
 from typing import Optional
 
+import torch
 from torch import nn
 
 from .block import DyRepBlock, get_module, iter_blocks, set_module
@@ -23,6 +25,30 @@ from .branches import (BRANCH_CLASSES, ConvSpec, DyRepError, NormFactory, Unsupp
 
 FORMAT = 'mmdyrep.structure'
 VERSION = 1
+
+
+#: The state-dict key (under the backbone's prefix) that carries the evolved structure.
+STRUCTURE_KEY = 'dyrep_structure'
+
+
+def encode_structure(structure: dict) -> torch.Tensor:
+    """``structure`` as a uint8 tensor of its JSON, the form a state dict carries it in (``STRUCTURE_KEY``)."""
+    data = json.dumps(structure).encode()  # keep branch order: it is the summation order
+    return torch.frombuffer(bytearray(data), dtype=torch.uint8).clone()
+
+
+def decode_structure(value, key: str) -> dict:
+    """The structure from a state-dict entry :func:`encode_structure` wrote (or a dict); ``key`` names it
+    in the error of a corrupt entry."""
+    try:
+        if isinstance(value, torch.Tensor):
+            return json.loads(bytes(value.cpu().to(torch.uint8).tolist()).decode())
+        if isinstance(value, dict):
+            return value
+        raise TypeError(f'unexpected type {type(value).__name__}')
+    except (TypeError, ValueError, UnicodeDecodeError) as e:
+        raise DyRepError(f"checkpoint entry '{key}' is not a valid DyRep structure ({e}); "
+                         'the file may be corrupt') from None
 
 
 def extract_structure(model: nn.Module) -> dict:
@@ -130,4 +156,7 @@ def apply_structure(model: nn.Module,
         set_module(model, name, _build_block(get_module(model, name), copy.deepcopy(desc), norm_factory))
 
 
-__all__ = ['FORMAT', 'VERSION', 'apply_structure', 'extract_structure', 'is_evolved', 'strip_blocks']
+__all__ = [
+    'FORMAT', 'STRUCTURE_KEY', 'VERSION', 'apply_structure', 'decode_structure', 'encode_structure',
+    'extract_structure', 'is_evolved', 'strip_blocks'
+]

@@ -28,7 +28,8 @@ from mmdyrep.core.saliency import median, top
 from mmdyrep.core import (DEFAULT_METRIC, DyRepError, Evolver, apply_structure, relative_error,
                           extract_structure, iter_blocks)
 from mmdyrep.models.complexity import count
-from mmdyrep.models.dyrep_resnet import STRUCTURE_KEY, DyRepResNetMixin, decode_structure
+from mmdyrep.core.structure import STRUCTURE_KEY, decode_structure
+from mmdyrep.models.dyrep_resnet import DyRepResNetMixin
 from .optim import arrange_groups, flatten_schedulers, group_names, sync_optimizer
 
 

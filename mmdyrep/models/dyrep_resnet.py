@@ -14,41 +14,22 @@ The class is the toolbox's ResNet (mmdet, mmseg or mmpretrain) plus :class:`DyRe
 """
 import copy
 import fnmatch
-import json
 from typing import Callable, Dict, List, Optional, Sequence
 
-import torch
 from torch import nn
 
 from mmdyrep.core import (DyRepBlock, DyRepError, apply_structure, deploy, extract_structure, fold_conv_bias,
                           following_norms, grow, growable_convs, is_evolved, iter_blocks, strip_blocks)
 from mmdyrep.core.block import set_fast_forward
 from mmdyrep.core.options import check_gamma_init
+from mmdyrep.core.structure import STRUCTURE_KEY, decode_structure, encode_structure
 
-STRUCTURE_KEY = 'dyrep_structure'
 REP_MODES = ('dyrep', 'origin', 'repvgg', 'dbb')
 #: Branches of the static baselines (the origin K×K is always there): Table 1.
 STATIC_BRANCHES = {
     'repvgg': ('1x1', 'residual'),
     'dbb': ('1x1_kxk', '1x1_avg', '1x1'),
 }
-
-
-def encode_structure(structure: dict) -> torch.Tensor:
-    data = json.dumps(structure).encode()  # keep branch order: it is the summation order
-    return torch.frombuffer(bytearray(data), dtype=torch.uint8).clone()
-
-
-def decode_structure(value, key: str) -> dict:
-    try:
-        if isinstance(value, torch.Tensor):
-            return json.loads(bytes(value.cpu().to(torch.uint8).tolist()).decode())
-        if isinstance(value, dict):
-            return value
-        raise TypeError(f'unexpected type {type(value).__name__}')
-    except (TypeError, ValueError, UnicodeDecodeError) as e:
-        raise DyRepError(f"checkpoint entry '{key}' is not a valid DyRep structure ({e}); "
-                         'the file may be corrupt') from None
 
 
 class DyRepResNetMixin:

@@ -27,7 +27,7 @@ from mmdyrep.core.options import (check_branches, check_dep_threshold, check_gam
 from mmdyrep.core.saliency import median, top
 from mmdyrep.core import (DEFAULT_METRIC, DyRepError, Evolver, apply_structure, relative_error,
                           extract_structure, iter_blocks)
-from mmdyrep.models.complexity import count
+from mmdyrep.models.complexity import count, deployed_count
 from mmdyrep.core.structure import STRUCTURE_KEY, decode_structure
 from mmdyrep.models.dyrep_resnet import DyRepResNetMixin
 from .optim import arrange_groups, flatten_schedulers, group_names, sync_optimizer
@@ -284,7 +284,7 @@ class DyRepHook(Hook):
             self._rewrap(runner)
         self._wrapped_structure = structure
         if dist.get_rank() == 0:
-            self._deployed_counts = self._deployed_count()
+            self._deployed_counts = deployed_count(self.evolver.model, self.flops_input_shape)
             if not self.records:
                 self.records.append(self._record(runner, {}, {}, runner.iter, runner.epoch))
                 self._write_history(runner)
@@ -485,17 +485,10 @@ class DyRepHook(Hook):
             return 'none'
         return ', '.join(f'{n} {scores[n]:.3e} ({report["kinds"].get(n, "?")})' for n in top(scores, k))
 
-    def _deployed_count(self) -> dict:
-        """Params/FLOPs of the deployed backbone: the plain ResNet's, whatever the structure."""
-        plain = copy.deepcopy(self.evolver.model)
-        from mmdyrep.models.dyrep_resnet import switch_to_deploy
-        switch_to_deploy(plain)
-        return count(plain, self.flops_input_shape)
-
     def _record(self, runner, grown, cut, it, epoch, change=None) -> dict:
         backbone = self.evolver.model
         now = count(backbone, self.flops_input_shape)
-        deployed = self._deployed_counts or self._deployed_count()
+        deployed = self._deployed_counts or deployed_count(self.evolver.model, self.flops_input_shape)
         return {
             'iter': int(it), 'epoch': int(epoch),
             'grown': grown, 'cut': cut,

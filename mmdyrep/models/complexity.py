@@ -34,12 +34,17 @@ def count(model: nn.Module, input_shape: Sequence[int] = (3, 224, 224)) -> dict:
     }
 
 
-def complexity(model: nn.Module, input_shape: Sequence[int] = (3, 224, 224)) -> dict:
-    """Params / FLOPs now (training-time structure) and after deploy (on a copy)."""
+def deployed_count(model: nn.Module, input_shape: Sequence[int] = (3, 224, 224)) -> dict:
+    """:func:`count` of ``model`` deployed (a copy: every DyRep block folded into its plain conv)."""
     from .dyrep_resnet import switch_to_deploy
-    now = count(model, input_shape)
     deployed = copy.deepcopy(model)
     switch_to_deploy(deployed)
-    after = count(deployed, input_shape)
+    return count(deployed, input_shape)
+
+
+def complexity(model: nn.Module, input_shape: Sequence[int] = (3, 224, 224)) -> dict:
+    """Params / FLOPs now (training-time structure) and after deploy (on a copy)."""
+    now = count(model, input_shape)
+    after = deployed_count(model, input_shape)
     return {'params': now['params'], 'flops': now['flops'], 'deployed_params': after['params'],
             'deployed_flops': after['flops']}

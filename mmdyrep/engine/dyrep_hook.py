@@ -1,7 +1,6 @@
 """DyRepHook: the paper's Algorithm 1 inside an mmengine Runner (mmdet, mmseg, mmpretrain)."""
 import contextlib
 import copy
-import hashlib
 import json
 import os
 import os.path as osp
@@ -30,6 +29,7 @@ from mmdyrep.core import (DEFAULT_METRIC, DyRepError, Evolver, apply_structure, 
 from mmdyrep.models.complexity import count, deployed_count
 from mmdyrep.core.structure import STRUCTURE_KEY, decode_structure
 from mmdyrep.models.dyrep_resnet import DyRepResNetMixin
+from .ddp import average_norm_statistics, broadcast_branches, rank_fingerprints, sum_over_ranks
 from .optim import arrange_groups, flatten_schedulers, group_names, sync_optimizer
 
 
@@ -385,23 +385,12 @@ class DyRepHook(Hook):
             probe = inputs_of(next(iter(loader)))
             before = self._eval_features(backbone, probe)
 
-        sum_reduce = (lambda t: dist.all_reduce(t, op='sum')) if world > 1 else None
-
-        def broadcast(branches):
-            for branch in branches:
-                for t in list(branch.parameters()) + list(branch.buffers()):
-                    dist.broadcast(t.data, src=0)
-
-        def sync_norms(norms):
-            for norm in norms:
-                if getattr(norm, 'running_mean', None) is not None:
-                    dist.all_reduce(norm.running_mean, op='mean')
-                    dist.all_reduce(norm.running_var, op='mean')
-
         with self._own_rng(self.seed + 7919 * (self.num_updates + 1)):
+            many = world > 1
             report = self.evolver.step(calibrate=calibrate if self.num_calib_batches else None,
-                                       all_reduce=sum_reduce, broadcast=broadcast if world > 1 else None,
-                                       sync_norms=sync_norms if world > 1 else None)
+                                       all_reduce=sum_over_ranks if many else None,
+                                       broadcast=broadcast_branches if many else None,
+                                       sync_norms=average_norm_statistics if many else None)
         self.num_updates += 1
         model.train(was_training)
         self._check_degeneracy(runner, report)
@@ -440,19 +429,10 @@ class DyRepHook(Hook):
         module = self._model(runner)
         runner.model = runner.wrap_model(copy.deepcopy(runner.cfg.get('model_wrapper_cfg')), module)
 
-    def _fingerprint(self) -> str:
-        """Structure, parameter count and a checksum of the backbone's parameters."""
-        backbone = self.evolver.model
-        structure = json.dumps(extract_structure(backbone), sort_keys=True)
-        params = sum(p.numel() for p in backbone.parameters())
-        with torch.no_grad():
-            checksum = sum(float(p.detach().double().sum()) for p in backbone.parameters())
-        return hashlib.sha1(f'{structure}|{params}|{checksum!r}'.encode()).hexdigest()[:16]
-
     def _check_ranks(self, runner, n: int) -> None:
         if dist.get_world_size() == 1:
             return
-        prints = dist.all_gather_object(self._fingerprint())
+        prints = rank_fingerprints(self.evolver.model)
         if len(set(prints)) > 1:
             raise RuntimeError(f'DyRep: the ranks disagree on the structure or weights after the update at '
                                f'{self._unit(runner)} {n} (fingerprints per rank: {prints}); stopping.')

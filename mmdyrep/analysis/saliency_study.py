@@ -30,18 +30,11 @@ from mmengine.runner import Runner
 
 from mmdyrep.analysis.saliency import judge, kind_counts, median, spearman, top
 from mmdyrep.core import DEFAULT_METRIC, Evolver
-from mmdyrep.models.dyrep_resnet import DyRepResNetMixin
+from mmdyrep.models.dyrep_resnet import backbone_of
 from mmdyrep.engine.optim import sync_optimizer
 
 #: The metrics the study compares by default (grasp needs a second-order pass; vote is a mix).
 STUDY_METRICS = ('synflow', 'synflow_conv', 'taylor', 'snip', 'grad_norm', 'random')
-
-
-def backbone_of(model) -> DyRepResNetMixin:
-    for module in model.modules():
-        if isinstance(module, DyRepResNetMixin):
-            return module
-    raise ValueError(f'{type(model).__name__} has no DyRep backbone (DyRepResNet)')
 
 
 def seed_all(seed: int) -> None:

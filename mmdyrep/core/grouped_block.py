@@ -128,9 +128,8 @@ def worth_grouping(block: nn.Module) -> bool:
     """Whether :func:`grouped_forward` computes ``block`` (:func:`can_group`) with fewer ops than the
     per-branch forward: with three BNs or more (a 1×1 and a residual branch alone, RepVGG's set, issue
     about as many ops either way: ``tests/core/test_grouped_block.py``)."""
-    if not can_group(block):
-        return False
-    return sum(1 for m in block.branches.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)) >= 3
+    norms = group_norms(block)
+    return norms is not None and all(n.training for n in norms) and len(norms) >= 3
 
 
 def _avg_weight(branch: Conv1x1AvgBranch, like: Tensor) -> Tensor:
@@ -164,7 +163,8 @@ def grouped_forward(block: nn.Module, x: Tensor) -> Tensor:
     kxk, avg = br.get('1x1_kxk'), br.get('1x1_avg')
     middle = [b.norm1 for b in (kxk, avg) if b is not None]
     last_names = [n for n in _LAST_ORDER if n in br]
-    norms = group_norms(block)
+    last = [br[n].norm for n in last_names]
+    norms = middle + last  # as group_norms orders them
     running_mean, running_var, tracked = pack_buffers(norms)
     eps, momentum = norms[0].eps, norms[0].momentum
     m = sum(n.num_features for n in middle)
@@ -173,7 +173,6 @@ def grouped_forward(block: nn.Module, x: Tensor) -> Tensor:
     # every parameter read in concatenated form, as slices of ONE concatenation (one op forward, and
     # one backward: the concatenation of the slices' gradients)
     first = [b.conv1.weight if b is kxk else b.conv.weight for b in (kxk, avg) if b is not None]
-    last = [br[n].norm for n in last_names]
     groups = [first, [n.weight for n in middle], [n.bias for n in middle], [n.weight for n in last],
               [n.bias for n in last]]
     u_weight, gamma_mid, beta_mid, gamma_last, beta_last = _joined(groups)

@@ -28,7 +28,7 @@ from mmdyrep.core import (DEFAULT_METRIC, DyRepError, Evolver, apply_structure, 
                           extract_structure, iter_blocks)
 from mmdyrep.models.complexity import count, deployed_count
 from mmdyrep.core.structure import STRUCTURE_KEY, decode_structure
-from mmdyrep.models.dyrep_resnet import DyRepResNetMixin
+from mmdyrep.models.dyrep_resnet import find_backbone
 from .ddp import average_norm_statistics, broadcast_branches, rank_fingerprints, sum_over_ranks
 from .optim import arrange_groups, flatten_schedulers, group_names, sync_optimizer
 
@@ -174,13 +174,10 @@ class DyRepHook(Hook):
         return runner.model.module if is_model_wrapper(runner.model) else runner.model
 
     def _backbone(self, runner):
-        model = self._model(runner)
-        for name, module in model.named_modules():
-            if isinstance(module, DyRepResNetMixin):
-                return name, module
-        raise DyRepError(f'DyRepHook: the model ({type(model).__name__}) has no DyRep backbone; use a '
-                         "DyRepResNet backbone (e.g. backbone=dict(type='DyRepResNet', ...)) and import "
-                         "mmdyrep.models.<toolbox>_resnet in custom_imports")
+        try:
+            return find_backbone(self._model(runner))
+        except DyRepError as e:
+            raise DyRepError(f'DyRepHook: {e}') from None
 
     def _unit(self, runner) -> str:
         return 'epoch' if self.by_epoch else 'iter'

@@ -14,7 +14,7 @@ The class is the toolbox's ResNet (mmdet, mmseg or mmpretrain) plus :class:`DyRe
 """
 import copy
 import fnmatch
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from torch import nn
 
@@ -174,6 +174,21 @@ def _after_load(module, incompatible_keys) -> None:
         module._regrow_static = False
         module._grow_static()
         module._track_new_params()
+
+
+def find_backbone(model: nn.Module) -> Tuple[str, DyRepResNetMixin]:
+    """``(name, module)`` of the first DyRep backbone inside ``model`` (``''`` when it is ``model``)."""
+    for name, module in model.named_modules():
+        if isinstance(module, DyRepResNetMixin):
+            return name, module
+    raise DyRepError(f'the model ({type(model).__name__}) has no DyRep backbone; use a DyRepResNet backbone '
+                     "(e.g. backbone=dict(type='DyRepResNet', ...)) and import mmdyrep.models.<toolbox>_resnet in "
+                     'custom_imports')
+
+
+def backbone_of(model: nn.Module) -> DyRepResNetMixin:
+    """The DyRep backbone inside ``model`` (:func:`find_backbone`)."""
+    return find_backbone(model)[1]
 
 
 def switch_to_deploy(model: nn.Module) -> List[str]:

@@ -34,7 +34,8 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 import torch  # noqa: E402
 from torch.nn.modules.batchnorm import _BatchNorm  # noqa: E402
 
-from training_cost import (_sync, set_threads, backbone_of, build_model, dyrep_evolver, evolve_dyrep,  # noqa: E402
+from mmdyrep.models.dyrep_resnet import backbone_of  # noqa: E402
+from training_cost import (_sync, set_threads, build_model, dyrep_evolver, evolve_dyrep,  # noqa: E402
                            loss_of, machine, make_batch, num_params, quiet_mmengine, write_json)
 
 TARGETS = {

@@ -61,7 +61,7 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 import torch  # noqa: E402
 
 from mmdyrep.datasets.batches import random_batch  # noqa: E402
-from mmdyrep.models.dyrep_resnet import STATIC_BRANCHES  # noqa: E402
+from mmdyrep.models.dyrep_resnet import STATIC_BRANCHES, backbone_of  # noqa: E402
 
 MODELS = {  # name: (toolbox, depth)
     'r18-cls': ('mmpretrain', 18),
@@ -132,14 +132,6 @@ def loss_of(model, data) -> torch.Tensor:
     data = model.data_preprocessor(data, True)
     loss, _ = model.parse_losses(model(**data, mode='loss'))
     return loss
-
-
-def backbone_of(model):
-    from mmdyrep.models import DyRepResNetMixin
-    for module in model.modules():
-        if isinstance(module, DyRepResNetMixin):
-            return module
-    raise RuntimeError('no DyRepResNet in the model')
 
 
 def num_params(module) -> int:

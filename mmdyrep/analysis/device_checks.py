@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mmdyrep.core import cut_branches, deploy, grow, iter_blocks, relative_error
+from mmdyrep.core import cut_branches, deploy, full_fp32, grow, iter_blocks, relative_error
 from mmdyrep.core.block import set_fast_forward
 from .benchmark import TABLE3_CONVS
 
@@ -37,9 +37,7 @@ def check_device(device: str = 'cuda', arch: str = 'resnet18', batch: int = 4, s
     """See the module docstring; returns ``{check: relative error}`` (``bf16_steps``: the final loss
     difference between the fast and the per-branch model, relative)."""
     import torchvision
-    tf32 = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
-    try:
+    with full_fp32():
         g = torch.Generator().manual_seed(0)
         batches = [torch.randn(batch, 3, size, size, generator=g).to(device) for _ in range(3)]
         torch.manual_seed(0)
@@ -103,8 +101,6 @@ def check_device(device: str = 'cuda', arch: str = 'resnet18', batch: int = 4, s
         else:
             out['bf16_steps'] = abs(losses[True] - losses[False]) / max(abs(losses[False]), 1e-12)
         return out
-    finally:
-        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = tf32
 
 
 __all__ = ['check_device']

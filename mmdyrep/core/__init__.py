@@ -15,7 +15,7 @@ from .block import (DyRepBlock, calibration_mode, cut, cut_branches, dep_decisio
                     iter_blocks, set_fast_forward)
 from .branches import BRANCH_TYPES, Branch, ConvSpec, DyRepError, UnsupportedConvError, build_branch
 from .deploy import deploy, fold_conv_bias
-from .transforms import relative_error
+from .transforms import full_fp32, relative_error
 from .evolver import Evolver
 from .norms import KINDS, candidate_kind, example_input, following_norms
 from .saliency import (DEFAULT_METRIC, METRICS, SaliencyAccumulator, grad_norm, grasp, hessian_gradient_product,
@@ -26,7 +26,8 @@ __all__ = [
     'BRANCH_TYPES', 'DEFAULT_METRIC', 'KINDS', 'METRICS', 'Branch', 'ConvSpec', 'DyRepBlock', 'DyRepError', 'Evolver',
     'SaliencyAccumulator', 'UnsupportedConvError', 'apply_structure', 'build_branch', 'calibration_mode',
     'candidate_kind', 'cut', 'cut_branches', 'dep_decision', 'deploy', 'example_input', 'extract_structure',
-    'fold_conv_bias', 'following_norms', 'grad_norm', 'grasp', 'grow', 'growable_convs', 'hessian_gradient_product',
+    'fold_conv_bias', 'following_norms', 'full_fp32', 'grad_norm', 'grasp', 'grow', 'growable_convs',
+    'hessian_gradient_product',
     'is_evolved', 'iter_blocks', 'relative_error', 'set_fast_forward', 'snip', 'strip_blocks', 'synflow',
     'synflow_conv', 'taylor'
 ]

@@ -6,7 +6,8 @@ Throughout, a *K×K conv* is the one a DyRep block emulates: kernel ``K×K``
 A "kernel" has the usual ``[out, in // g, kh, kw]`` shape and a "bias" is a
 ``[out]`` vector (never ``None`` here: a missing bias is a zero vector).
 """
-from typing import Optional, Tuple
+import contextlib
+from typing import Iterator, Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -22,6 +23,17 @@ def relative_error(a: Tensor, b: Tensor) -> float:
     if a.dtype not in (torch.float32, torch.float64):
         a, b = a.float(), b.float()
     return ((a - b.to(a)).abs().max() / b.to(a).abs().max().clamp_min(1e-30)).item()
+
+
+@contextlib.contextmanager
+def full_fp32() -> Iterator[None]:
+    """Inside, CUDA convolutions and matmuls compute in full float32 (TF32 off); the settings are restored."""
+    cudnn, matmul = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = cudnn, matmul
 
 
 def rep_origin(origin: KernelBias, added: KernelBias) -> KernelBias:

@@ -24,7 +24,7 @@ from mmdyrep.core.history import time_average
 from mmdyrep.core.options import (check_branches, check_dep_threshold, check_gamma_init, check_max_depth,
                                   check_metric, check_topk)
 from mmdyrep.core.saliency import median, top
-from mmdyrep.core import (DEFAULT_METRIC, DyRepError, Evolver, apply_structure, relative_error,
+from mmdyrep.core import (DEFAULT_METRIC, DyRepError, Evolver, apply_structure, full_fp32, relative_error,
                           extract_structure, iter_blocks)
 from mmdyrep.models.complexity import count, deployed_count
 from mmdyrep.core.structure import STRUCTURE_KEY, decode_structure
@@ -46,17 +46,6 @@ def pending_unscale(wrapper) -> Optional[torch.Tensor]:
     if scaler._per_optimizer_states[id(wrapper.optimizer)]['stage'] is OptState.UNSCALED:
         return None
     return 1.0 / scaler._scale if isinstance(scaler._scale, torch.Tensor) else torch.tensor(1.0 / scaler.get_scale())
-
-
-@contextlib.contextmanager
-def full_fp32():
-    """Inside, CUDA convolutions and matmuls compute in full float32 (TF32 off); the settings are restored."""
-    cudnn, matmul = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
-    try:
-        yield
-    finally:
-        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = cudnn, matmul
 
 
 @HOOKS.register_module()

@@ -11,8 +11,10 @@ its multiply-adds. :func:`grouped_forward` computes the same function with far f
   on one side, the last BN of every branch on the other. Their running statistics are updated in
   place through views: each BN's buffers are consecutive slices of one block-wide storage
   (:func:`pack_buffers`, redone whenever ``.to()`` or a structure change breaks it);
-* the stride-1 1×1 convs that read the block's input (of the 1×1–K×K and 1×1–AVG branches) run as
-  one conv with their kernels concatenated;
+* the stride-1 1×1 convs that read the block's input (of the 1×1–K×K and 1×1–AVG branches, and the
+  1×1 branch where it reads at stride 1 too) run as one conv with their kernels concatenated, and
+  their BNs as one; the 1×1 branch's output then joins the origin's (its constant ``c``, below, as
+  the origin's bias);
 * the branches' outputs are summed by one reduction over the concatenated BN output;
 * the padding with the middle BN's zero response ``c`` (as DBB pads, see :mod:`.branches`) is
   ``pad_0(y - c) + c``: the K×K conv and the K×K average then pad with zeros, and the constant
@@ -74,8 +76,10 @@ def pack_buffers(norms: Sequence[nn.BatchNorm2d]) -> Tuple[Tensor, Tensor, Tenso
     return tuple(spans)
 
 
-#: The branch types :func:`grouped_forward` handles, in the order their last BNs are concatenated.
-_LAST_ORDER = ('1x1_kxk', '1x1_avg', '1x1', '1xk', 'kx1', 'residual')
+#: The branch types :func:`grouped_forward` handles, in the order their last BNs are concatenated. The
+#: 1×1 branch comes first: where it joins the 1×1 convs of the middle stage (stride 1), its BN is then
+#: next to the middle BNs in the packed statistics, and runs with them.
+_LAST_ORDER = ('1x1', '1x1_kxk', '1x1_avg', '1xk', 'kx1', 'residual')
 _KNOWN = (Conv1x1KxKBranch, Conv1x1AvgBranch, Conv1x1Branch, Conv1xKBranch, ConvKx1Branch, ResidualBranch)
 
 
@@ -156,6 +160,21 @@ def _joined(groups: List[List[Tensor]]) -> List[Optional[Tensor]]:
     return [next(pieces) if g else None for g in groups]
 
 
+def _zeros(block: nn.Module, channels: int, like: Tensor) -> Tensor:
+    """A ``[1, channels, 1, 1]`` zero input, kept on the block between calls (not a buffer)."""
+    cached = getattr(block, '_grouped_zeros', None)
+    if cached is None or cached.shape[1] != channels or cached.dtype != like.dtype or cached.device != like.device:
+        cached = torch.zeros(1, channels, 1, 1, dtype=like.dtype, device=like.device)
+        block._grouped_zeros = cached
+    return cached
+
+
+def _joins_middle(branch: Optional[nn.Module]) -> bool:
+    """Whether a 1×1 branch reads the input as the middle stage's 1×1 convs do (stride 1, no padding),
+    so that its conv and its BN run with theirs."""
+    return branch is not None and branch.conv.stride == (1, 1) and branch.conv.padding == (0, 0)
+
+
 def grouped_forward(block: nn.Module, x: Tensor) -> Tensor:
     """``block(x)`` for a block that :func:`can_group`: see the module docstring."""
     s = block.spec
@@ -163,50 +182,63 @@ def grouped_forward(block: nn.Module, x: Tensor) -> Tensor:
     kxk, avg = br.get('1x1_kxk'), br.get('1x1_avg')
     middle = [b.norm1 for b in (kxk, avg) if b is not None]
     last_names = [n for n in _LAST_ORDER if n in br]
-    last = [br[n].norm for n in last_names]
-    norms = middle + last  # as group_norms orders them
+    norms = middle + [br[n].norm for n in last_names]  # as group_norms orders them
     running_mean, running_var, tracked = pack_buffers(norms)
     eps, momentum = norms[0].eps, norms[0].momentum
-    m = sum(n.num_features for n in middle)
+    # the first stage: the middle 1x1 convs, and the 1x1 branch where it reads x as they do (its BN is
+    # packed right after theirs); the second stage: the other branches' last BNs
+    joined = ['1x1'] if middle and _joins_middle(br.get('1x1')) else []
+    first_norms, last_names = norms[:len(middle) + len(joined)], last_names[len(joined):]
+    last = norms[len(first_norms):]
+    f = sum(n.num_features for n in first_norms)
     tracked.add_(1)
 
     # every parameter read in concatenated form, as slices of ONE concatenation (one op forward, and
     # one backward: the concatenation of the slices' gradients)
     first = [b.conv1.weight if b is kxk else b.conv.weight for b in (kxk, avg) if b is not None]
-    groups = [first, [n.weight for n in middle], [n.bias for n in middle], [n.weight for n in last],
+    first += [br[n].conv.weight for n in joined]
+    groups = [first, [n.weight for n in first_norms], [n.bias for n in first_norms], [n.weight for n in last],
               [n.bias for n in last]]
-    u_weight, gamma_mid, beta_mid, gamma_last, beta_last = _joined(groups)
+    u_weight, gamma_first, beta_first, gamma_last, beta_last = _joined(groups)
 
-    out = F.conv2d(x, block.origin.weight, block.origin.bias, s.stride, s.padding, s.dilation)
+    bias = block.origin.bias
     last_inputs: Dict[str, Tensor] = {}
+    joined_parts = []
     if middle:
-        # the stride-1 1x1 convs of the 1x1-KxK and 1x1-AVG branches as one conv, then their BNs as one
-        u = F.conv2d(x, u_weight.view(m, s.in_channels, 1, 1))
-        stats = running_mean[:m], running_var[:m]
-        y = F.batch_norm(u, *stats, gamma_mid, beta_mid, True, momentum, eps)
-        with torch.no_grad():  # the middle BNs' zero response c, from running statistics as the reference
-            zero = F.batch_norm(u.new_zeros(1, m, 1, 1), *stats, gamma_mid, beta_mid, False, 0.0, eps)
-        parts = dict(zip([n for n in ('1x1_kxk', '1x1_avg') if n in br],
-                         torch.split(y - zero, [n.num_features for n in middle], 1)))  # pad_c(y) = pad_0(y-c) + c
-        zeros = dict(zip(parts, torch.split(zero, [n.num_features for n in middle], 1)))
+        # the stride-1 1x1 convs of the first stage as one conv, then their BNs as one
+        u = F.conv2d(x, u_weight.view(f, s.in_channels, 1, 1))
+        y = F.batch_norm(u, running_mean[:f], running_var[:f], gamma_first, beta_first, True, momentum, eps)
+        with torch.no_grad():  # the BNs' zero response c, from running statistics as the reference
+            zero = F.batch_norm(_zeros(block, f, y), running_mean[:f], running_var[:f], gamma_first, beta_first,
+                                False, 0.0, eps)
+        names = [n for n in ('1x1_kxk', '1x1_avg') if n in br] + joined
+        sizes = [n.num_features for n in first_norms]
+        parts = dict(zip(names, torch.split(y - zero, sizes, 1)))  # pad_c(y) = pad_0(y-c) + c
+        zeros = dict(zip(names, torch.split(zero.reshape(-1), sizes)))
+        if joined:  # y = (y - c) + c: the constant c joins the origin's bias
+            bias = zeros['1x1'] if bias is None else bias + zeros['1x1']
+            joined_parts.append(parts['1x1'])
         if kxk is not None:
             w = kxk.kxk.weight
             with torch.no_grad():  # the constant's share: sum over the kernel of W c
                 size = s.dilation * (s.kernel_size - 1) + 1
-                c = zeros['1x1_kxk']
-                bias = F.conv2d(c.expand(1, c.shape[1], size, size), w, None, 1, 0, s.dilation).reshape(-1)
-            last_inputs['1x1_kxk'] = F.conv2d(parts['1x1_kxk'], w, bias, s.stride, s.padding, s.dilation)
+                c = zeros['1x1_kxk'].reshape(1, -1, 1, 1)
+                kxk_bias = F.conv2d(c.expand(1, c.shape[1], size, size), w, None, 1, 0, s.dilation).reshape(-1)
+            last_inputs['1x1_kxk'] = F.conv2d(parts['1x1_kxk'], w, kxk_bias, s.stride, s.padding, s.dilation)
         if avg is not None:
-            last_inputs['1x1_avg'] = F.conv2d(parts['1x1_avg'], _avg_weight(avg, y), zeros['1x1_avg'].reshape(-1),
-                                              s.stride, s.padding, s.dilation, s.out_channels)
+            last_inputs['1x1_avg'] = F.conv2d(parts['1x1_avg'], _avg_weight(avg, y), zeros['1x1_avg'], s.stride,
+                                              s.padding, s.dilation, s.out_channels)
+    out = F.conv2d(x, block.origin.weight, bias, s.stride, s.padding, s.dilation)
+    for part in joined_parts:
+        out = out + part
     for name in ('1x1', '1xk', 'kx1'):
-        if name in br:
+        if name in last_names:
             conv = br[name].conv
             last_inputs[name] = F.conv2d(x, conv.weight, None, conv.stride, conv.padding, conv.dilation)
     if 'residual' in br:
         last_inputs['residual'] = x
     z = _cat([last_inputs[n] for n in last_names], 1)
-    z = F.batch_norm(z, running_mean[m:], running_var[m:], gamma_last, beta_last, True, momentum, eps)
+    z = F.batch_norm(z, running_mean[f:], running_var[f:], gamma_last, beta_last, True, momentum, eps)
     if len(last_names) > 1:
         n_, _, h, w_ = z.shape
         z = z.view(n_, len(last_names), s.out_channels, h, w_).sum(1)

@@ -23,7 +23,6 @@ only: the same on any machine, with a GPU's choices) for the whole model on a sm
 3×3 block (C = 64) against the conv + BN it replaced.
 """
 import copy
-import platform
 import statistics
 import time
 from typing import Callable, Dict, List, Optional, Sequence
@@ -36,6 +35,7 @@ from mmdyrep.core import grow, growable_convs
 from mmdyrep.core.block import set_fast_forward
 from mmdyrep.core.structure import apply_structure
 from .ops import kernel_ops, train_step_ops
+from .timing import machine, num_params, sync
 
 ARCHS = ('resnet18', 'resnet50')
 #: the convs grown with every branch type in the fixed ``dyrep`` structure
@@ -62,10 +62,6 @@ def build(arch: str, mode: str, structure: Optional[dict] = None, seed: int = 0)
     elif mode != 'origin':
         raise ValueError(f"unknown mode '{mode}' (choose from {', '.join(MODES)})")
     return model
-
-
-def num_params(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
 
 
 class _Runner:
@@ -99,11 +95,6 @@ class _Runner:
         self._train_step()
         torch.cuda.synchronize()
         return torch.cuda.max_memory_allocated() / 2**20
-
-
-def sync(device: torch.device) -> None:
-    if device.type == 'cuda':
-        torch.cuda.synchronize()
 
 
 def time_modes(models: Dict[str, nn.Module], batch: int, size: int, precision: str, device: str, warmup: int,
@@ -190,17 +181,6 @@ def models_for(arch: str, modes: Sequence[str], device: str, structure: Optional
         set_fast_forward(fast, True)
         models[f'{mode}+fast'] = fast
     return models
-
-
-def machine(device: str) -> dict:
-    info = {'torch': torch.__version__, 'python': platform.python_version(), 'device': device}
-    if device.startswith('cuda'):
-        info['gpu'] = torch.cuda.get_device_name(device)
-        info['tf32'] = {'cudnn': torch.backends.cudnn.allow_tf32, 'matmul': torch.backends.cuda.matmul.allow_tf32}
-    else:
-        info['cpu'] = platform.processor() or platform.machine()
-        info['threads'] = torch.get_num_threads()
-    return info
 
 
 def run(archs: Sequence[str] = ARCHS, modes: Sequence[str] = MODES, batches: Sequence[int] = (64, 256),

@@ -329,7 +329,27 @@ def default_norm_factory(num_features: int) -> nn.Module:
     return nn.BatchNorm2d(num_features)
 
 
+def branch_macs(branch_type: str, spec: ConvSpec, positions_in: int, positions_out: int) -> int:
+    """Conv multiply-accumulates of one ``branch_type`` branch on the K×K conv ``spec`` for one input with
+    ``positions_in`` (H·W) positions in and ``positions_out`` out: every conv's ``C_out · C_in/groups · kh · kw``
+    per output position, as :func:`mmdyrep.models.complexity.count` counts them (BN, pooling, additions
+    and the residual's identity are not counted; the 1×1–AVG average is counted where it is a conv even
+    when traced: dilation > 1)."""
+    ci, co, k, g = spec.in_channels, spec.out_channels, spec.kernel_size, spec.groups
+    if branch_type == '1x1_kxk':  # 1×1 (C_in -> C_in, stride 1) before the K×K
+        return ci * ci // g * positions_in + co * ci // g * k * k * positions_out
+    if branch_type == '1x1_avg':  # 1×1 (stride 1) before the average; a dilated average is a depthwise conv
+        return co * ci // g * positions_in + (co * k * k * positions_out if spec.dilation > 1 else 0)
+    if branch_type == '1x1':
+        return co * ci // g * positions_out
+    if branch_type in ('1xk', 'kx1'):
+        return co * ci // g * k * positions_out
+    if branch_type == 'residual':
+        return 0
+    raise UnsupportedConvError(spec.allows(branch_type) or f"no MAC count for branch type '{branch_type}'")
+
+
 __all__ = [
-    'BRANCH_TYPES', 'Branch', 'ConvSpec', 'DyRepError', 'UnsupportedConvError', 'build_branch', 'kernel_of',
-    'default_norm_factory'
+    'BRANCH_TYPES', 'Branch', 'ConvSpec', 'DyRepError', 'UnsupportedConvError', 'branch_macs', 'build_branch',
+    'kernel_of', 'default_norm_factory'
 ]

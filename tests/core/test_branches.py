@@ -164,3 +164,27 @@ def test_relative_error_and_the_eq_6_eq_10_functions():
     back = dep_origin(after_rep, added)  # Dep of what Rep added gives the origin back
     assert torch.allclose(back[0], k, atol=1e-12) and torch.allclose(back[1], bias, atol=1e-12)
     assert torch.allclose(after_rep[0] + added[0], k, atol=1e-12)
+
+
+@pytest.mark.parametrize('s, d', [(1, 1), (2, 1), (1, 2), (2, 2)])
+def test_branch_macs_as_complexity_counts_them(s, d):
+    """``branch_macs`` is the conv multiply-accumulates ``models.complexity.count`` traces in the branch
+    (what a grow adds, so ``training_cost.grow_cost`` can plan grows without building them), for every
+    branch type, K 3 and 5, grouped or not."""
+    from mmdyrep.core.branches import branch_macs
+    from mmdyrep.models.complexity import count
+    checked = set()
+    for k, (cin, cout, g) in itertools.product((3, 5), ((8, 8, 1), (8, 16, 2))):
+        conv = nn.Conv2d(cin, cout, k, s, d * (k // 2), d, groups=g, bias=False)
+        spec = ConvSpec.from_conv(conv)
+        h, w = 13, 10
+        out = conv(torch.zeros(1, cin, h, w))
+        for branch_type in spec.valid_branches():
+            branch = build_branch(branch_type, spec, default_norm_factory)
+            expected = count(branch, (cin, h, w))['flops']
+            assert branch_macs(branch_type, spec, h * w, out.shape[-2] * out.shape[-1]) == expected, (
+                branch_type, k, cin, cout, g)
+            checked.add(branch_type)
+    assert checked == (set(BRANCH_TYPES) if s == 1 else set(BRANCH_TYPES) - {'residual'})
+    with pytest.raises(UnsupportedConvError, match='unknown branch type'):
+        branch_macs('3x3', spec, 1, 1)

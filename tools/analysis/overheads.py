@@ -20,144 +20,18 @@ x the plain parameters, as in ``training_cost.py``):
 
 CPU defaults are small (batch 8 at 224x224, 3 repeats); the scoring % shrinks as the batch grows
 (scoring is per parameter, the step per pixel), so a small batch overstates it.
+
+The measurements are :mod:`mmdyrep.analysis.overheads`; this script parses the command line, prints
+the results and writes the JSON.
 """
 import argparse
-import copy
-import os.path as osp
-import statistics
 import sys
-import time
 
-sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
-sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
+import torch
 
-import torch  # noqa: E402
-from torch.nn.modules.batchnorm import _BatchNorm  # noqa: E402
-
-from mmdyrep.models.dyrep_resnet import backbone_of  # noqa: E402
-from training_cost import (_sync, set_threads, build_model, dyrep_evolver, evolve_dyrep,  # noqa: E402
-                           loss_of, machine, make_batch, num_params, quiet_mmengine, write_json)
-
-TARGETS = {
-    'scoring_percent': ('<=', 2.0, 1.0),
-    'update_iterations': ('<=', 25.0, None),
-    'deploy_seconds': ('<=', 2.0, None),
-    'deploy_max_rel_error': ('<=', 1e-5, None),
-}
-
-
-def timed(fn, device):
-    _sync(device)
-    t0 = time.perf_counter()
-    out = fn()
-    _sync(device)
-    return time.perf_counter() - t0, out
-
-
-def measure_scoring(model, evolver, data, args):
-    optimizer = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9, weight_decay=1e-4)
-    steps, records = [], []
-    model.train()
-    for i in range(args.warmup + args.repeats):
-        _sync(args.device)
-        t0 = time.perf_counter()
-        loss_of(model, data).backward()
-        _sync(args.device)
-        t1 = time.perf_counter()
-        evolver.record()
-        _sync(args.device)
-        t2 = time.perf_counter()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        _sync(args.device)
-        t3 = time.perf_counter()
-        if i >= args.warmup:
-            steps.append((t1 - t0) + (t3 - t2))
-            records.append(t2 - t1)
-        print(f'  scoring: round {i + 1}: step {(t1 - t0) + (t3 - t2):.3f}s, record {(t2 - t1) * 1e3:.2f}ms',
-              flush=True)
-    step, record = statistics.median(steps), statistics.median(records)
-    return {'step_s': step, 'record_s': record, 'scoring_percent': 100 * record / step,
-            'candidates': len(evolver.candidates()), 'steps_s': steps, 'records_s': records}
-
-
-def measure_update(model, evolver, data, step_s, args):
-    from mmdyrep.core import extract_structure
-    from mmdyrep.models.complexity import count
-    backbone = backbone_of(model)
-    size = tuple(args.size)
-    calib = [make_batch('mmpretrain', size, args.batch, seed=1000 + i) for i in range(args.calib_batches)]
-
-    def calibrate(bb):
-        for batch in calib:
-            bb(model.data_preprocessor(batch, True)['inputs'])
-
-    model.train()
-    for _ in range(2):  # scores to decide on
-        loss_of(model, data).backward()
-        evolver.record()
-        model.zero_grad(set_to_none=True)
-    before = extract_structure(backbone)
-    seconds, report = timed(lambda: evolver.step(calibrate=calibrate), args.device)
-    assert extract_structure(backbone) != before, 'the update grew nothing'
-    probe = model.data_preprocessor(data, False)['inputs']
-
-    def bookkeeping():
-        count(backbone, (3, *size))
-        backbone.eval()
-        with torch.no_grad():
-            backbone(probe)
-            backbone(probe)
-        backbone.train()
-
-    book_s, _ = timed(bookkeeping, args.device)
-    return {'update_s': seconds, 'update_iterations': seconds / step_s, 'calib_batches': args.calib_batches,
-            'grown': report['grown'], 'cut': report['cut'], 'hook_bookkeeping_s': book_s,
-            'hook_bookkeeping_iterations': book_s / step_s}
-
-
-@torch.no_grad()
-def randomise_branch_norms(backbone, seed=0):
-    """Give every branch BN random gamma / beta / statistics: the branches then carry real weight."""
-    from mmdyrep.core import iter_blocks
-    g = torch.Generator().manual_seed(seed)
-    for _, block in iter_blocks(backbone):
-        for branch in block.branches.values():
-            for m in branch.modules():
-                if isinstance(m, _BatchNorm):
-                    shape = m.weight.shape
-                    m.weight.copy_(torch.rand(shape, generator=g).to(m.weight))
-                    m.bias.copy_((torch.randn(shape, generator=g) * 0.1).to(m.bias))
-                    m.running_mean.copy_((torch.randn(shape, generator=g) * 0.1).to(m.running_mean))
-                    m.running_var.copy_((torch.rand(shape, generator=g) + 0.5).to(m.running_var))
-
-
-def measure_deploy(model, data, args):
-    from mmdyrep.core import iter_blocks, relative_error
-    from mmdyrep.models import switch_to_deploy
-    evolved = copy.deepcopy(backbone_of(model))
-    randomise_branch_norms(evolved)
-    evolved.eval()
-    inputs = model.data_preprocessor(data, False)['inputs']
-    with torch.no_grad():
-        before = evolved(inputs)
-    blocks = sum(1 for _ in iter_blocks(evolved))
-    seconds, fused = timed(lambda: switch_to_deploy(evolved), args.device)
-    assert not any(True for _ in iter_blocks(evolved))
-    with torch.no_grad():
-        after = evolved(inputs)
-    error = max(relative_error(a, b) for a, b in zip(after, before))
-    return {'deploy_seconds': seconds, 'deploy_max_rel_error': error, 'blocks': blocks, 'fused_convs': len(fused),
-            'dtype': str(next(evolved.parameters()).dtype)}
-
-
-def check(results: dict) -> list:
-    out = []
-    for key, (op, limit, aim) in TARGETS.items():
-        value = results[key]
-        ok = value <= limit if op == '<=' else value >= limit
-        out.append({'metric': key, 'value': value, 'target': f'{op} {limit:g}', 'aim': aim, 'pass': ok})
-    return out
+from mmdyrep.analysis.overheads import check, measure
+from mmdyrep.analysis.timing import machine
+from mmdyrep.analysis.training_cost import quiet_mmengine, set_threads, write_json
 
 
 def parse_args(argv=None):
@@ -182,31 +56,15 @@ def parse_args(argv=None):
 
 
 def main(argv=None) -> int:
-    from mmdyrep.models.complexity import count
     args = parse_args(argv)
     quiet_mmengine()
-    info = machine()
+    info = machine(args.device)
     print(f'machine: {info}')
-    size = tuple(args.size)
-    data = make_batch('mmpretrain', size, args.batch, seed=0)
-    model = build_model('mmpretrain', args.depth, 'dyrep', args.device)
-    reference = count(backbone_of(model), (3, *size))
-    grow_batches = [make_batch('mmpretrain', size, args.batch, seed=100 + i) for i in range(2)]
-    evolver, grown, _ = evolve_dyrep(model, data, grow_batches, args.dyrep_params_ratio, reference, (3, *size))
-    ratio = num_params(backbone_of(model)) / reference['params']
-    print(f'evolved ResNet-{args.depth}: grew {", ".join(grown)}; backbone params {ratio:.3f}x plain')
-    backbone = backbone_of(model)
-    evolver = dyrep_evolver(backbone)
-    results = {'model': f'mmpretrain ResNet-{args.depth} classifier', 'input': [args.batch, 3, *size],
-               'evolved_params_ratio': ratio, 'evolved_grown': grown}
-    results.update(measure_scoring(model, evolver, data, args))
-    evolver.scores.reset()
-    results.update(measure_update(model, evolver, data, results['step_s'], args))
-    results.update(measure_deploy(model, data, args))
+    results = measure(args)
     checks = check(results)
     print()
     print(f'model: {results["model"]}, input {results["input"]}, {results["candidates"]} candidate convs, '
-          f'evolved to {ratio:.2f}x params')
+          f'evolved to {results["evolved_params_ratio"]:.2f}x params')
     print(f'train step (median of {args.repeats}): {results["step_s"]:.3f}s; Evolver.record(): '
           f'{results["record_s"] * 1e3:.2f}ms')
     print(f'update: {results["update_s"]:.2f}s with {args.calib_batches} calibration batches '

@@ -113,7 +113,7 @@ def main(argv=None):
     cfg.log_level = 'INFO' if args.verbose else 'WARNING'
     runner = build_runner(cfg, scope, 'none')
     from mmdyrep.analysis.saliency_study import run_study
-    from training_cost import machine
+    from mmdyrep.analysis.timing import machine
     default = args.default or settings['metric']
     result = run_study(runner, iters=args.iters, window=args.window, metrics=args.metrics, default=default,
                        grow=args.grow, loss_steps=args.loss_check_steps, seeds=args.seeds,

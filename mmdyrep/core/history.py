@@ -1,8 +1,12 @@
 """The structure-history format the DyRepHook writes (``dyrep_history.json`` and the ``dyrep`` entry of
-its checkpoints) as plain data: its name, version and file name, and the time average of a recorded
-value (the paper's "Avg. FLOPs / params"). :mod:`mmdyrep.analysis.history` reads, validates and
-summarises such files; pure Python, so both the engine and the analysis use it."""
-from typing import Mapping, Sequence
+its checkpoints) as plain data: its name, version and file name, one record and the whole document
+(:func:`make_record`, :func:`make_history`), the atomic write of the file (:func:`write_history`), and
+the time average of a recorded value (the paper's "Avg. FLOPs / params").
+:mod:`mmdyrep.analysis.history` reads, validates and summarises such files; pure Python, so both the
+engine and the analysis use it."""
+import json
+import os
+from typing import Dict, List, Mapping, Optional, Sequence
 
 from .branches import DyRepError
 
@@ -13,6 +17,38 @@ HISTORY_FILE = 'dyrep_history.json'
 
 class HistoryError(DyRepError):
     """A structure-history file (or the history inside a checkpoint) is missing, corrupt or of another format."""
+
+
+def make_record(it: int, epoch: int, grown: Mapping[str, List[str]], cut: Mapping[str, List[str]],
+                cost: Mapping[str, int], deployed: Mapping[str, int], structure: dict,
+                importances: Dict[str, Dict[str, float]], eval_change: Optional[float] = None) -> dict:
+    """One record: the state right after the update at iteration ``it`` (or the start of training).
+
+    ``cost`` and ``deployed`` hold ``params`` and ``flops`` of the backbone now and deployed;
+    ``structure`` is ``extract_structure(backbone)``, ``importances`` ``{block: {branch: s}}``."""
+    return {
+        'iter': int(it), 'epoch': int(epoch),
+        'grown': grown, 'cut': cut,
+        'params': cost['params'], 'flops': cost['flops'],
+        'deployed_params': deployed['params'], 'deployed_flops': deployed['flops'],
+        'eval_change': eval_change,
+        'structure': structure,
+        'importances': importances,
+    }
+
+
+def make_history(records: List[dict], by_epoch: bool, max_iters: int, max_epochs: Optional[int],
+                 input_shape: Sequence[int]) -> dict:
+    """The history document around ``records`` (``max_epochs``: ``None`` for an iteration-based run)."""
+    return {'format': FORMAT, 'version': VERSION, 'by_epoch': by_epoch, 'max_iters': max_iters,
+            'max_epochs': max_epochs, 'input_shape': list(input_shape), 'records': records}
+
+
+def write_history(path: str, history: Mapping) -> None:
+    """Write ``history`` to ``path`` as JSON atomically (a reader never sees a half-written file)."""
+    with open(path + '.tmp', 'w') as f:
+        json.dump(history, f)
+    os.replace(path + '.tmp', path)
 
 
 def time_average(records: Sequence[Mapping], key: str, end: int, start: int = 0) -> float:
@@ -39,4 +75,5 @@ def time_average(records: Sequence[Mapping], key: str, end: int, start: int = 0)
     return total / (end - start)
 
 
-__all__ = ['FORMAT', 'HISTORY_FILE', 'VERSION', 'HistoryError', 'time_average']
+__all__ = ['FORMAT', 'HISTORY_FILE', 'VERSION', 'HistoryError', 'make_history', 'make_record', 'time_average',
+           'write_history']

@@ -20,5 +20,6 @@ model = dict(backbone=dict(type='DyRepResNet', rep_mode='dyrep', fast_forward=Tr
 
 custom_hooks = [
     dict(type='DyRepHook', interval=1, begin=0, end=10, metric='taylor', topk=1, gamma_init=0.01,
-         num_calib_batches=20, dep=True, dep_threshold=0.02)
+         num_calib_batches=20, dep=True, dep_threshold=0.02),
+    dict(type='RandomStateHook'),  # exact --resume: the random streams travel in the checkpoints
 ]

@@ -14,5 +14,6 @@ model = dict(backbone=dict(type='DyRepResNetV1c', rep_mode='dyrep'))
 
 custom_hooks = [
     dict(type='DyRepHook', interval=4000, begin=0, end=36000, metric='taylor', topk=1, gamma_init=0.01,
-         num_calib_batches=20, dep=True, dep_threshold=0.02)
+         num_calib_batches=20, dep=True, dep_threshold=0.02),
+    dict(type='RandomStateHook'),  # exact --resume: the random streams travel in the checkpoints
 ]

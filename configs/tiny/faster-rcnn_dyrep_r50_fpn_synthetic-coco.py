@@ -58,7 +58,8 @@ auto_scale_lr = dict(enable=False, base_batch_size=2)
 
 custom_hooks = [
     dict(type='DyRepHook', interval=1, begin=0, end=max_epochs - 1, metric='taylor', topk=1, gamma_init=0.01,
-         num_calib_batches=4, dep=True, dep_threshold=0.02, flops_input_shape=(3, 256, 320))
+         num_calib_batches=4, dep=True, dep_threshold=0.02, flops_input_shape=(3, 256, 320)),
+    dict(type='RandomStateHook'),  # exact --resume: the random streams travel in the checkpoints
 ]
 default_hooks = dict(logger=dict(interval=5), checkpoint=dict(interval=1, max_keep_ckpts=2))
 log_processor = dict(window_size=5)

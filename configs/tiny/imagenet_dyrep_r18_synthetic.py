@@ -50,7 +50,8 @@ auto_scale_lr = dict(base_batch_size=8)
 
 custom_hooks = [
     dict(type='DyRepHook', interval=1, begin=0, end=max_epochs - 1, metric='taylor', topk=1, gamma_init=0.01,
-         num_calib_batches=2, dep=True, dep_threshold=0.02, flops_input_shape=(3, 56, 56))
+         num_calib_batches=2, dep=True, dep_threshold=0.02, flops_input_shape=(3, 56, 56)),
+    dict(type='RandomStateHook'),  # exact --resume: the random streams travel in the checkpoints
 ]
 default_hooks = dict(logger=dict(interval=5), checkpoint=dict(interval=1, max_keep_ckpts=2))
 randomness = dict(seed=0)

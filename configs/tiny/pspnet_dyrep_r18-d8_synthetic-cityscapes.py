@@ -51,7 +51,8 @@ train_cfg = dict(type='IterBasedTrainLoop', max_iters=max_iters, val_interval=ma
 
 custom_hooks = [
     dict(type='DyRepHook', interval=3, begin=0, end=6, metric='taylor', topk=1, gamma_init=0.01,
-         num_calib_batches=2, dep=True, dep_threshold=0.02, flops_input_shape=(3, 256, 256))
+         num_calib_batches=2, dep=True, dep_threshold=0.02, flops_input_shape=(3, 256, 256)),
+    dict(type='RandomStateHook'),  # exact --resume: the random streams travel in the checkpoints
 ]
 default_hooks = dict(
     logger=dict(interval=2, log_metric_by_epoch=False),

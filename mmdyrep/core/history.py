@@ -6,7 +6,7 @@ the time average of a recorded value (the paper's "Avg. FLOPs / params").
 engine and the analysis use it."""
 import json
 import os
-from typing import Dict, List, Mapping, Optional, Sequence
+from typing import Callable, Dict, List, Mapping, Optional, Sequence
 
 from .branches import DyRepError
 
@@ -44,10 +44,14 @@ def make_history(records: List[dict], by_epoch: bool, max_iters: int, max_epochs
             'max_epochs': max_epochs, 'input_shape': list(input_shape), 'records': records}
 
 
-def write_history(path: str, history: Mapping) -> None:
-    """Write ``history`` to ``path`` as JSON atomically (a reader never sees a half-written file)."""
+def write_history(path: str, history: Mapping, before_replace: Optional[Callable[[], None]] = None) -> None:
+    """Write ``history`` to ``path`` as JSON atomically (a reader never sees a half-written file; a
+    process killed while writing leaves the previous file). ``before_replace`` is called between the
+    temporary file and the replace (tests kill the process there)."""
     with open(path + '.tmp', 'w') as f:
         json.dump(history, f)
+    if before_replace is not None:
+        before_replace()
     os.replace(path + '.tmp', path)
 
 

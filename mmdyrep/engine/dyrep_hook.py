@@ -21,6 +21,7 @@ from mmdyrep.core.structure import STRUCTURE_KEY, decode_structure
 from mmdyrep.models.complexity import deployed_count
 from mmdyrep.models.dyrep_resnet import find_backbone
 from .checks import check_runner, check_window
+from .faults import fault_point
 from .optim import arrange_groups, flatten_schedulers, group_names, sync_optimizer
 from .report import DEGENERATE_RATIO, backbone_record, degeneracy_warning, update_lines, update_scalars
 from .scoring import pending_unscale, score_at_each_step
@@ -40,8 +41,8 @@ class DyRepHook(Hook):
       No collective here.
     * ``after_load_checkpoint`` (resume / load_from): rebuilds the saved structure, the
       optimizer's parameter groups and the scores accumulated since the last update.
-    * ``before_train``: adds the parameters of a loaded structure to the optimizer and re-wraps
-      DDP when the structure changed after wrapping.
+    * ``before_train``: adds the parameters of a loaded structure to the optimizer, re-wraps DDP when
+      the structure changed after wrapping, and rewrites the history file from the loaded records.
     * ``after_train_epoch`` / ``after_train_iter`` (by the train loop: epochs for
       EpochBasedTrainLoop, iterations for IterBasedTrainLoop): every ``interval`` units in
       ``(begin, end]`` an update (lines 7-10): scores reduced once over ranks, top-k ops grown
@@ -118,12 +119,10 @@ class DyRepHook(Hook):
         self.dep, self.dep_threshold, self.max_depth = dep, dep_threshold, max_depth
         self.check_equivalence = check_equivalence
         self.flops_input_shape = tuple(flops_input_shape)
-        self.history_file = history_file
-        self.seed = seed
+        self.history_file, self.seed = history_file, seed
         self.evolver: Optional[Evolver] = None
         self.records: List[dict] = []
         self.num_updates = 0
-        self._wrapped_structure = None
         self._deployed_counts = None
         self._warned_degenerate = False
         self._step_handle = None
@@ -207,13 +206,13 @@ class DyRepHook(Hook):
         added, removed = self._sync_optimizer(runner)
         if added or removed:
             self._log(runner, f'optimizer: {len(added)} parameters added, {removed} removed (loaded structure)')
-        structure = extract_structure(self.evolver.model)
-        if is_model_wrapper(runner.model) and structure['blocks']:
+        if is_model_wrapper(runner.model) and extract_structure(self.evolver.model)['blocks']:
             self._rewrap(runner)
-        self._wrapped_structure = structure
         if dist.get_rank() == 0:
             self._deployed_counts = deployed_count(self.evolver.model, self.flops_input_shape)
-            if not self.records:
+            if self.records:  # resumed: the file says what the checkpoint holds (a killed update's record goes)
+                self._write_history(runner)
+            else:
                 self._add_record(runner, {}, {}, runner.iter, runner.epoch)
 
     def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
@@ -289,9 +288,13 @@ class DyRepHook(Hook):
         if saliency is not None:
             record['saliency'] = saliency
         self.records.append(record)
+        self._write_history(runner)
+
+    def _write_history(self, runner) -> None:
         history = make_history(self.records, self.by_epoch, runner.max_iters,
                                runner.max_epochs if self.by_epoch else None, self.flops_input_shape)
-        write_history(osp.join(runner.work_dir, self.history_file), history)
+        write_history(osp.join(runner.work_dir, self.history_file), history,
+                      before_replace=lambda: fault_point('history', self.num_updates))
 
 
 __all__ = ['DyRepHook', 'pending_unscale']

@@ -17,6 +17,7 @@ from torch.utils.data import DataLoader, RandomSampler
 
 from mmdyrep.core import Evolver, full_fp32, relative_error
 from .ddp import average_norm_statistics, broadcast_branches, rank_fingerprints, sum_over_ranks
+from .streams import data_streams_paused
 
 
 def calibration_loader(train: DataLoader, seed: int, n_update: int) -> DataLoader:
@@ -104,10 +105,12 @@ def evolve(evolver: Evolver, model: nn.Module, loader: DataLoader, optim_wrapper
     first batch of ``loader`` (``None`` without ``check_equivalence``)."""
     backbone = evolver.model
     was_training = model.training
-    probe = model_inputs(model, next(iter(loader)), optim_wrapper) if check_equivalence else None
-    before = eval_features(backbone, probe) if probe is not None else None
     calibrate = calibrator(model, loader, num_calib_batches, optim_wrapper) if num_calib_batches else None
-    with forked_rng(seed):
+    # everything random (the loader's seeds, the samples' augmentation, the new branches) draws from
+    # the fork: the training's streams, main and data (.streams), are left as they were
+    with forked_rng(seed), data_streams_paused():
+        probe = model_inputs(model, next(iter(loader)), optim_wrapper) if check_equivalence else None
+        before = eval_features(backbone, probe) if probe is not None else None
         report = evolver.step(calibrate=calibrate, **collectives())
     model.train(was_training)
     change = relative_change(before, eval_features(backbone, probe)) if probe is not None else None

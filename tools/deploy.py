@@ -30,13 +30,16 @@ from typing import Dict, List, Tuple
 
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 
+import runner_setup  # noqa: E402,F401  (first: quiets library notices before mmengine is imported)
+
 import torch  # noqa: E402
 from mmengine.config import Config, DictAction  # noqa: E402
 
 from mmdyrep.core import DyRepBlock  # noqa: E402
 from mmdyrep.models.dyrep_resnet import DyRepResNetMixin  # noqa: E402
-from runner_setup import (engine_error, fail, import_engine, load_config, run_main,  # noqa: E402
-                          sync_bn_to_bn, walk_dicts)
+import preflight  # noqa: E402
+from preflight import dyrep_backbones, short_type  # noqa: E402
+from runner_setup import add_debug, fail, load_config, run_main, sync_bn_to_bn  # noqa: E402
 
 #: backbone arguments that only DyRepResNet knows (rep_mode, grow_candidates, fast_forward, ...)
 DYREP_ARGS = tuple(name for name, p in inspect.signature(DyRepResNetMixin.__init__).parameters.items()
@@ -58,33 +61,19 @@ def parse_args(argv=None):
     parser.add_argument('--tolerance', type=float, default=1e-5,
                         help='largest accepted relative error (default 1e-5)')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction, help='override settings of the config')
+    add_debug(parser)
     return parser.parse_args(argv)
 
 
 # ------------------------------------------------------------------------------ checkpoint
-def read_checkpoint(path: str) -> dict:
-    """:func:`mmdyrep.engine.compat.read_checkpoint`: tensors and plain data only (mmengine runner
-    checkpoints load: their classes are allow-listed); anything else ends the tool with its reason."""
-    if import_engine() is None:
-        fail(f'mmdyrep.engine cannot be imported ({engine_error()}): it reads checkpoints')
-    from mmdyrep.engine.compat import CheckpointError
-    from mmdyrep.engine.compat import read_checkpoint as read
-    try:
-        return read(path)
-    except CheckpointError as e:
-        fail(str(e))
-
-
 def state_dict_of(ckpt: dict, path: str) -> Dict[str, torch.Tensor]:
-    state = ckpt.get('state_dict', ckpt)
-    if not isinstance(state, dict) or not state:
+    state = preflight.state_dict_of(ckpt)
+    if not state:
         fail(f'{path} holds no state dict')
     bad = [k for k, v in state.items() if not isinstance(v, torch.Tensor)]
     if bad:
         fail(f'{path}: the state dict has non-tensor entries ({", ".join(map(str, bad[:5]))}); '
              'is this a model checkpoint?')
-    if all(k.startswith('module.') for k in state):  # saved from a DDP-wrapped model
-        state = {k[len('module.'):]: v for k, v in state.items()}
     return dict(state)
 
 
@@ -94,22 +83,13 @@ def structure_keys(state: dict) -> List[str]:
 
 
 # ---------------------------------------------------------------------------------- config
-def _short_type(kind) -> str:
-    return kind.split('.')[-1] if isinstance(kind, str) else ''
-
-
-def dyrep_backbones(node, path='model') -> List[Tuple[str, dict]]:
-    """Every ``dict(type='DyRep...')`` inside a model config, with its path."""
-    return [(where, d) for where, d in walk_dicts(node, path) if _short_type(d.get('type')).startswith('DyRep')]
-
-
 def make_dyrep(model_cfg: dict, scope: str) -> None:
     """A stock ResNet backbone config -> the DyRepResNet variant (for an evolved checkpoint whose
     config names the stock class)."""
     from mmdyrep.models.toolboxes import VARIANTS, register
     register(scope)
     backbone = model_cfg.get('backbone')
-    kind = _short_type(backbone.get('type')) if isinstance(backbone, dict) else ''
+    kind = short_type(backbone.get('type')) if isinstance(backbone, dict) else ''
     if 'DyRep' + kind not in VARIANTS:
         fail(f"the checkpoint holds a DyRep structure but the config's backbone is {kind or 'missing'}; "
              'use the DyRep training config (backbone DyRepResNet / DyRepResNetV1c / DyRepResNetV1d)')
@@ -122,7 +102,7 @@ def stock_model_cfg(model_cfg: dict, scope: str) -> dict:
     registry = importlib.import_module(f'{scope}.registry').MODELS
     stock = copy.deepcopy(model_cfg)
     for _, node in dyrep_backbones(stock):
-        name = _short_type(node['type'])
+        name = short_type(node['type'])
         for arg in DYREP_ARGS:
             node.pop(arg, None)
         plain = name[len('DyRep'):]
@@ -137,7 +117,7 @@ def deployed_config(cfg: Config, scope: str, out: str, backbone_only: bool) -> C
     """The config of the deployed model: stock backbone, no DyRepHook, no mmdyrep imports."""
     cfg = copy.deepcopy(cfg)
     cfg.model = stock_model_cfg(cfg.model, scope)
-    hooks = [h for h in cfg.get('custom_hooks', []) or [] if _short_type(h.get('type')) != 'DyRepHook']
+    hooks = [h for h in cfg.get('custom_hooks', []) or [] if short_type(h.get('type')) != 'DyRepHook']
     if 'custom_hooks' in cfg:
         cfg.custom_hooks = hooks
     imports = cfg.get('custom_imports')
@@ -199,7 +179,7 @@ def image_batch(cfg: Config, scope: str, image: str) -> dict:
     from mmengine.dataset import Compose, pseudo_collate
     from mmengine.registry import init_default_scope
     init_default_scope(scope)
-    steps = [t for t in test_pipeline_cfg(cfg) if 'LoadAnnotations' not in _short_type(t.get('type'))]
+    steps = [t for t in test_pipeline_cfg(cfg) if 'LoadAnnotations' not in short_type(t.get('type'))]
     try:
         data = Compose(steps)(dict(img_path=image, img_id=0))
     except Exception as e:  # noqa: BLE001
@@ -322,8 +302,12 @@ def main(argv=None):
     cfg, scope = load_config(args.config, args.cfg_options)
     from mmdyrep.models import switch_to_deploy
     importlib.import_module(f'mmdyrep.models.{scope}_resnet')
+    preflight.check_config(cfg, args.config, scope, registered=False)
 
-    ckpt = read_checkpoint(args.checkpoint)
+    # another depth is left to load_strict (it names the keys that do not fit); a stock backbone type is
+    # turned into its DyRep variant (make_dyrep)
+    ckpt = preflight.check_checkpoint(args.checkpoint, 'checkpoint', cfg, args.config, scope, compare_depth=False,
+                                      need_dyrep=False)
     state = state_dict_of(ckpt, args.checkpoint)
     evolved_keys = structure_keys(state)
     if not dyrep_backbones(cfg.model):

@@ -9,7 +9,9 @@ mmpretrain configs.
 * :func:`setup_distributed` makes ``--launcher pytorch`` work on CPU: it creates the gloo process
   group itself (mmengine's ``init_dist`` would call ``torch.cuda.set_device``) and selects the
   ``CPUCompatibleDDP`` wrapper of :mod:`mmdyrep.engine` (mmengine passes ``device_ids`` to any
-  DistributedDataParallel subclass, which DDP refuses for a CPU module).
+  DistributedDataParallel subclass, which DDP refuses for a CPU module);
+* :func:`run_main` answers bad input in one line, ``error: ...`` (the checks are in ``preflight.py``),
+  or with the full traceback under ``--debug`` (:func:`add_debug`).
 """
 import argparse
 import datetime
@@ -17,7 +19,12 @@ import importlib
 import os
 import os.path as osp
 import sys
+import warnings
 from typing import Iterator, List, Optional, Tuple
+
+# setuptools >= 80 warns at every ``import pkg_resources``, which mmengine, mmcv and the toolboxes still
+# do: a notice for their maintainers, not for users of these tools (set before anything imports them)
+warnings.filterwarnings('ignore', message='pkg_resources is deprecated', category=UserWarning)
 
 REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 try:
@@ -47,13 +54,32 @@ def fail(message: str):
     raise ToolError(message)
 
 
-def run_main(main, argv=None) -> None:
-    """Run ``main(argv)``; a :class:`ToolError` becomes one line on stderr and exit code 1."""
+def answer_errors(main, argv=None) -> int:
+    """Run ``main(argv)``: 0, or 1 after a :class:`ToolError` or a ``DyRepError`` (input the package
+    refused) printed as one line on stderr, ``error: <message>``. With ``--debug`` in the arguments the
+    error is raised with its full traceback instead."""
+    from mmdyrep.core import DyRepError
+    debug = '--debug' in (sys.argv[1:] if argv is None else [str(a) for a in argv])
     try:
         main(argv)
-    except ToolError as e:
-        print(f'error: {e}', file=sys.stderr)
+    except (ToolError, DyRepError) as e:
+        if debug:
+            raise
+        message = ' '.join(line.strip() for line in str(e).splitlines() if line.strip())
+        print(f'error: {message}', file=sys.stderr)
+        return 1
+    return 0
+
+
+def run_main(main, argv=None) -> None:
+    """:func:`answer_errors`, exiting with code 1 on an error."""
+    if answer_errors(main, argv):
         sys.exit(1)
+
+
+def add_debug(parser) -> None:
+    parser.add_argument('--debug', action='store_true',
+                        help='on an error, raise it with its full traceback instead of one line')
 
 
 # ---------------------------------------------------------------------------------- engine
@@ -159,11 +185,9 @@ def adapt_to_cpu(cfg: Config) -> List[str]:
 
 
 # ----------------------------------------------------------------------------- distributed
-def setup_distributed(cfg: Config, launcher: str) -> None:
-    """``--launcher`` on a machine without CUDA: gloo process group + a DDP wrapper for CPU.
-
-    With CUDA this does nothing (the Runner initialises NCCL as usual)."""
-    cfg.launcher = launcher
+def check_launcher(launcher: str) -> None:
+    """On a machine without CUDA, ``--launcher`` must be ``pytorch`` started by torchrun (no side effects:
+    the tools call it before their other checks)."""
     if launcher == 'none' or torch.cuda.is_available():
         return
     if launcher != 'pytorch':
@@ -173,6 +197,16 @@ def setup_distributed(cfg: Config, launcher: str) -> None:
     if missing:
         fail(f"--launcher pytorch expects torchrun's environment ({', '.join(missing)} not set); "
              'start it with tools/dist_train.sh CONFIG NUM_PROCESSES')
+
+
+def setup_distributed(cfg: Config, launcher: str) -> None:
+    """``--launcher`` on a machine without CUDA: gloo process group + a DDP wrapper for CPU.
+
+    With CUDA this does nothing (the Runner initialises NCCL as usual)."""
+    cfg.launcher = launcher
+    if launcher == 'none' or torch.cuda.is_available():
+        return
+    check_launcher(launcher)
     require_engine('distributed training on CPU (CPUCompatibleDDP)')
     import torch.distributed as torch_dist
     dist_cfg = dict(cfg.get('env_cfg', {}).get('dist_cfg', {}) or {})

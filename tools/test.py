@@ -15,11 +15,14 @@ import sys
 
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 
+import runner_setup  # noqa: E402,F401  (first: quiets library notices before mmengine is imported)
+
 from mmengine.config import DictAction  # noqa: E402
 from mmengine.logging import print_log  # noqa: E402
 
-from runner_setup import (add_local_rank, build_runner, default_work_dir, engine_error, fail,  # noqa: E402
-                          import_engine, load_config, run_main, set_local_rank_env)
+import preflight  # noqa: E402
+from runner_setup import (add_debug, add_local_rank, build_runner, check_launcher, default_work_dir,  # noqa: E402
+                          engine_error, fail, import_engine, load_config, run_main, set_local_rank_env)
 
 
 def parse_args(argv=None):
@@ -33,6 +36,7 @@ def parse_args(argv=None):
                         help='override settings of the config, xxx=yyy')
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none',
                         help='job launcher')
+    add_debug(parser)
     add_local_rank(parser)
     return parser.parse_args(argv)
 
@@ -74,14 +78,19 @@ def dump_metric(scope: str, out: str):
 def main(argv=None):
     args = parse_args(argv)
     set_local_rank_env(args)
+    check_launcher(args.launcher)
     cfg, scope = load_config(args.config, args.cfg_options)
-    if not osp.isfile(args.checkpoint):
-        fail(f'checkpoint not found: {args.checkpoint}')
     if args.out is not None and not args.out.endswith(('.pkl', '.pickle')):
         fail(f'--out must name a .pkl or .pickle file, got {args.out}')
-    if import_engine() is None:
+    if import_engine() is None:  # a stock (deployed) config needs no mmdyrep; the checks below read with it
         print_log(f'mmdyrep.engine cannot be imported ({engine_error()}): a checkpoint saved by the Runner '
                   '(with message_hub) may fail to load under torch >= 2.6', logger='current', level=30)
+        if not osp.isfile(args.checkpoint):
+            fail(f'checkpoint not found: {args.checkpoint}')
+    else:
+        preflight.check_config(cfg, args.config, scope)
+        preflight.check_checkpoint(args.checkpoint, 'checkpoint', cfg, args.config, scope)
+    preflight.check_data(cfg, args.config, preflight.loaders_of(cfg, 'test'))
     cfg.work_dir = default_work_dir(cfg, args.config, args.work_dir)
     cfg.load_from = args.checkpoint
     drop_training_hooks(cfg)

@@ -18,10 +18,13 @@ import sys
 
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 
+import runner_setup  # noqa: E402,F401  (first: quiets library notices before mmengine is imported)
+
 from mmengine.config import DictAction  # noqa: E402
 
-from runner_setup import (add_local_rank, build_runner, default_work_dir, fail, load_config,  # noqa: E402
-                          require_engine, run_main, set_local_rank_env)
+import preflight  # noqa: E402
+from runner_setup import (add_debug, add_local_rank, build_runner, check_launcher, default_work_dir,  # noqa: E402
+                          fail, load_config, require_engine, run_main, set_local_rank_env)
 
 
 def parse_args(argv=None):
@@ -40,6 +43,7 @@ def parse_args(argv=None):
                         'model.backbone.init_cfg=None)')
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none',
                         help='job launcher')
+    add_debug(parser)
     add_local_rank(parser)
     return parser.parse_args(argv)
 
@@ -47,8 +51,10 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     set_local_rank_env(args)
+    check_launcher(args.launcher)
     cfg, scope = load_config(args.config, args.cfg_options)
     cfg.work_dir = default_work_dir(cfg, args.config, args.work_dir)
+    preflight.check_config(cfg, args.config, scope)
 
     if args.amp:
         import torch
@@ -71,10 +77,14 @@ def main(argv=None):
         cfg.resume = True
         if args.resume == 'auto':
             cfg.load_from = None
+            checkpoint = preflight.resume_checkpoint(cfg.work_dir)
         else:
-            if not osp.isfile(args.resume):
-                fail(f'--resume: checkpoint not found: {args.resume}')
-            cfg.load_from = args.resume
+            checkpoint = cfg.load_from = args.resume
+        if preflight.is_local(checkpoint):
+            preflight.check_checkpoint(checkpoint, '--resume', cfg, args.config, scope)
+    elif preflight.is_local(cfg.get('load_from')):
+        preflight.check_checkpoint(cfg.load_from, 'load_from', cfg, args.config, scope)
+    preflight.check_data(cfg, args.config, preflight.loaders_of(cfg, 'train'))
 
     runner = build_runner(cfg, scope, args.launcher)
     runner.train()

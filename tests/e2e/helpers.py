@@ -56,3 +56,32 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(('127.0.0.1', 0))
         return s.getsockname()[1]
+
+
+def snapshot(path) -> dict:
+    """``{relative path: (size, mtime_ns)}`` of everything under ``path`` (``path`` itself included); ``{}``
+    when it does not exist: equal snapshots mean nothing was created, changed or removed there."""
+    path = Path(path)
+    if not path.exists():
+        return {}
+    found = {'.': (path.stat().st_size if path.is_file() else 0, path.stat().st_mtime_ns)}
+    for p in sorted(path.rglob('*')):
+        found[str(p.relative_to(path))] = (p.stat().st_size if p.is_file() else 0, p.stat().st_mtime_ns)
+    return found
+
+
+def save_evolved_checkpoint(config, convs, path) -> Path:
+    """Build the model of ``config`` in this process, grow ``convs`` of its backbone into DyRep blocks and
+    save ``{'meta': {'cfg': <config text>}, 'state_dict': ...}`` as a runner checkpoint's minimal form (no
+    training needed; the structure travels in the state dict)."""
+    import importlib
+
+    import torch
+    from mmengine.config import Config
+
+    from mmdyrep.core import grow
+    cfg = Config.fromfile(str(config))  # its custom_imports register the DyRep backbone
+    model = importlib.import_module(f'{cfg.default_scope}.registry').MODELS.build(cfg.model)
+    grow(model.backbone, list(convs))
+    torch.save({'meta': {'cfg': cfg.pretty_text, 'epoch': 1, 'iter': 1}, 'state_dict': model.state_dict()}, path)
+    return Path(path)

@@ -6,7 +6,7 @@ import signal
 
 import torch
 
-from .helpers import TINY_CLS, TINY_SEG, TOOLS, history, output, run_tool
+from .helpers import TINY_CLS, TINY_SEG, TOOLS, history, log_files, output, run_tool, updates
 
 #: the largest weight difference allowed between an uninterrupted and a resumed run (float32, same
 #: machine and thread count: in practice they are bit-identical)
@@ -46,12 +46,20 @@ def test_classifier_killed_three_times_resumes_exactly(cls_run, tmp_path, imagen
 
 
 def test_segmentor_killed_after_an_update_resumes_exactly(tmp_path, cityscapes_env):
-    """The iteration-based tiny PSPNet (updates at iterations 3 and 6, checkpoints at 4 and 8), killed
-    right after the update at 6 and resumed from iter_4.pth: the loop replays 4 batches to skip them."""
+    """The iteration-based tiny PSPNet (IterBasedTrainLoop: the hook counts iterations; updates at
+    iterations 3 and 6, checkpoints at 4 and 8), with mmseg's SyncBN as in the real Cityscapes configs
+    (on a CPU tools/train.py runs it as BN), killed right after the update at 6 and resumed from
+    iter_4.pth: the loop replays 4 batches to skip them."""
     reference, work = tmp_path / 'reference', tmp_path / 'killed'
-    run_tool([TOOLS / 'train.py', TINY_SEG, '--work-dir', reference], env=cityscapes_env)
-    proc = run_tool([TOOLS / 'train.py', TINY_SEG, '--work-dir', work],
+    options = ['--cfg-options'] + [f'model.{part}.norm_cfg.type=SyncBN'
+                                   for part in ('backbone', 'decode_head', 'auxiliary_head')]
+    proc = run_tool([TOOLS / 'train.py', TINY_SEG, '--work-dir', reference] + options, env=cityscapes_env)
+    assert [r['iter'] for r in updates(reference)] == [3, 6]
+    assert 'mIoU' in output(proc) and log_files(reference)
+    if not torch.cuda.is_available():
+        assert 'SyncBN norms of this config run as BN' in output(proc)
+    proc = run_tool([TOOLS / 'train.py', TINY_SEG, '--work-dir', work] + options,
                     env=dict(cityscapes_env, MMDYREP_FAULT='iter@6'), check=False)
     assert killed(proc) and sorted(p.name for p in work.glob('*.pth')) == ['iter_4.pth']
-    run_tool([TOOLS / 'train.py', TINY_SEG, '--work-dir', work, '--resume'], env=cityscapes_env)
+    run_tool([TOOLS / 'train.py', TINY_SEG, '--work-dir', work, '--resume'] + options, env=cityscapes_env)
     assert_same_run(reference, work, 'iter_8.pth')

@@ -19,9 +19,12 @@ import os.path as osp
 import sys
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
+sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))  # tools/: runner_setup
 
-from mmdyrep.analysis.history import HistoryError, format_summary, summary  # noqa: E402
-from mmdyrep.core import DyRepError  # noqa: E402
+import runner_setup  # noqa: E402,F401  (first: quiets library notices before mmengine is imported)
+
+from mmdyrep.analysis.history import format_summary, summary  # noqa: E402
+from runner_setup import add_debug, answer_errors, fail  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -32,34 +35,40 @@ def parse_args(argv=None):
     parser.add_argument('--conv', nargs='+', default=None, metavar='NAME',
                         help='block(s) to draw (e.g. layer4.0.conv2; nested ones too); default: every grown conv')
     parser.add_argument('--dpi', type=int, default=130)
+    add_debug(parser)
     return parser.parse_args(argv)
 
 
-def main(argv=None) -> int:
+def plot(argv=None) -> None:
     args = parse_args(argv)
-    from mmdyrep.analysis.plot import load_run, outermost_blocks, plot_block, plot_overview
-    try:
-        run = load_run(args.source)
-        names = args.conv if args.conv else outermost_blocks(run.structure)
-        os.makedirs(args.out, exist_ok=True)
-        written = []
-        path = osp.join(args.out, 'overview.png')
-        plot_overview(run, out=path)
+    from mmdyrep.analysis.plot import find_block, load_run, outermost_blocks, plot_block, plot_overview
+    if osp.exists(args.out) and not osp.isdir(args.out):
+        fail(f'--out must name a directory; {args.out} is a file: choose another --out')
+    run = load_run(args.source)
+    names = args.conv if args.conv else outermost_blocks(run.structure)
+    for name in names:
+        find_block(run.structure, name)  # an unknown --conv: a HistoryError naming the blocks, nothing written
+    os.makedirs(args.out, exist_ok=True)
+    written = []
+    path = osp.join(args.out, 'overview.png')
+    plot_overview(run, out=path)
+    written.append(path)
+    for name in names:
+        path = osp.join(args.out, f'block_{name}.png')
+        plot_block(run.structure, name, run.importances, out=path, dpi=args.dpi)
         written.append(path)
-        for name in names:
-            path = osp.join(args.out, f'block_{name}.png')
-            plot_block(run.structure, name, run.importances, out=path, dpi=args.dpi)
-            written.append(path)
-    except (HistoryError, DyRepError) as e:
-        print(f'error: {e}', file=sys.stderr)
-        return 1
     if run.history is not None:
         print(format_summary(summary(run.history)))
     else:
         print(f'{run.name}: {len(run.structure.get("blocks") or {})} grown convs (no history in this checkpoint)')
     for path in written:
         print(f'wrote {path}')
-    return 0
+
+
+def main(argv=None) -> int:
+    """:func:`plot`; 0, or 1 after one line ``error: ...`` on stderr (bad input, nothing written; the
+    traceback with ``--debug``)."""
+    return answer_errors(plot, argv)
 
 
 if __name__ == '__main__':

@@ -27,6 +27,8 @@ import warnings
 
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
+
+import runner_setup  # noqa: E402,F401  (first: quiets library notices before mmengine is imported)
 if '--verbose' not in sys.argv:  # the toolboxes' deprecation notes (some at import) say nothing about this study
     warnings.filterwarnings('ignore')
 

@@ -450,7 +450,7 @@ def run_blocks(shapes, args) -> dict:
 
 def run_avg(shapes, args) -> dict:
     """The K×K average of a 1×1–AVG branch (input already padded) as ``F.avg_pool2d`` and as the
-    branch runs it (``Conv1x1AvgBranch._average``: a depthwise conv on CPU), forward + backward,
+    branch runs it (``Conv1x1AvgBranch.average``: a depthwise conv on CPU), forward + backward,
     interleaved, median of ``--repeats`` after ``--warmup``; and their largest difference."""
     import torch.nn.functional as F
     from mmdyrep.core import ConvSpec, build_branch
@@ -463,9 +463,9 @@ def run_avg(shapes, args) -> dict:
         p = k // 2
         y = torch.randn(n, c, h + 2 * p, w + 2 * p, device=args.device, requires_grad=True)
         res = _interleaved_medians((('avg_pool2d', lambda: F.avg_pool2d(y, k, s)),
-                                    ('branch', lambda: branch._average(y))), args)
+                                    ('branch', lambda: branch.average(y))), args)
         with torch.no_grad():
-            res['max_abs_diff'] = (F.avg_pool2d(y, k, s) - branch._average(y)).abs().max().item()
+            res['max_abs_diff'] = (F.avg_pool2d(y, k, s) - branch.average(y)).abs().max().item()
         out[shape] = res
         print(f'  average {k}x{k}/{s} on {n}x{c}x{h}x{w}: avg_pool2d {res["avg_pool2d"]:.2f} ms, '
               f'branch {res["branch"]:.2f} ms, max |diff| {res["max_abs_diff"]:.1e}', flush=True)

@@ -190,7 +190,7 @@ class Conv1x1Branch(Branch):
         return T.pad_to_kernel(kernel, self.spec.kernel_size), bias
 
 
-class _AsymmetricBranch(Branch):
+class AsymmetricBranch(Branch):
     """1×K (``vertical=False``) or K×1 conv centred in the K×K conv."""
 
     vertical = False
@@ -215,12 +215,12 @@ class _AsymmetricBranch(Branch):
         return T.pad_to_kernel(kernel, self.spec.kernel_size), bias
 
 
-class Conv1xKBranch(_AsymmetricBranch):
+class Conv1xKBranch(AsymmetricBranch):
     branch_type = '1xk'
     vertical = False
 
 
-class ConvKx1Branch(_AsymmetricBranch):
+class ConvKx1Branch(AsymmetricBranch):
     branch_type = 'kx1'
     vertical = True
 
@@ -287,7 +287,7 @@ class Conv1x1AvgBranch(Branch):
         self.norm1 = norm_factory(spec.out_channels)
         self.norm = norm_factory(spec.out_channels)
 
-    def _average(self, y: Tensor) -> Tensor:
+    def average(self, y: Tensor) -> Tensor:
         """K×K average of the (already padded) ``y``, dilated like the conv. On CPU, at stride 1 or for
         K > 3, as a depthwise conv with a constant ``1/K²`` kernel: the same average up to rounding, and
         1.5-3x faster than ``avg_pool2d`` forward + backward on ResNet feature maps there (not for 3×3
@@ -302,7 +302,7 @@ class Conv1x1AvgBranch(Branch):
     def forward(self, x: Tensor) -> Tensor:
         y = self.norm1(self.conv(x))
         zero_response = T.bn_scale_shift(self.norm1)[1].detach()
-        return self.norm(self._average(T.constant_pad(y, self.spec.padding, zero_response)))
+        return self.norm(self.average(T.constant_pad(y, self.spec.padding, zero_response)))
 
     def equivalent_kernel(self) -> T.KernelBias:
         first = T.fuse_bn(self.conv.weight, None, self.norm1)
@@ -350,6 +350,6 @@ def branch_macs(branch_type: str, spec: ConvSpec, positions_in: int, positions_o
 
 
 __all__ = [
-    'BRANCH_TYPES', 'Branch', 'ConvSpec', 'DyRepError', 'UnsupportedConvError', 'branch_macs', 'build_branch',
-    'kernel_of', 'default_norm_factory'
+    'BRANCH_TYPES', 'AsymmetricBranch', 'Branch', 'ConvSpec', 'DyRepError', 'UnsupportedConvError', 'branch_macs',
+    'build_branch', 'kernel_of', 'default_norm_factory'
 ]

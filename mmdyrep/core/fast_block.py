@@ -43,8 +43,8 @@ from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from . import transforms as T
-from .branches import (Conv1x1AvgBranch, Conv1x1Branch, Conv1x1KxKBranch, ConvSpec, ResidualBranch,
-                       _AsymmetricBranch, kernel_of)
+from .branches import (AsymmetricBranch, Conv1x1AvgBranch, Conv1x1Branch, Conv1x1KxKBranch, ConvSpec,
+                       ResidualBranch, kernel_of)
 from .grouped_block import grouped_forward, worth_grouping
 
 #: kernel ``[out, in/g, K, K]``, bias ``[out]``, gradient fix ``[out, 1, K, K]`` (or None)
@@ -92,7 +92,7 @@ def _contribution(branch: nn.Module) -> Tuple[str, Tensor, Tensor, Optional[Tens
     ``[out, in/g, 1, 1]`` one that is the same at every tap) or ``'1x1'``, ``'1xk'``, ``'kx1'`` (a
     kernel to add at the centre of the K×K one)."""
     spec = branch.spec
-    if isinstance(branch, (Conv1x1Branch, _AsymmetricBranch)):
+    if isinstance(branch, (Conv1x1Branch, AsymmetricBranch)):
         kernel, bias = T.fuse_bn(branch.conv.weight, None, branch.norm)
         kh, kw = kernel.shape[-2:]
         return ('1x1' if kh == kw == 1 else '1xk' if kh == 1 else 'kx1'), kernel, bias, None
@@ -277,8 +277,8 @@ def pool_first_forward(branch: nn.Module, x: Tensor) -> Tensor:
     scale = norm1.weight / torch.sqrt(var + norm1.eps)
     shift = norm1.bias - scale * mean
     pad_value = T.bn_scale_shift(norm1)[1].detach()  # as the branch pads: after the statistics update
-    pooled = branch._average(F.pad(x, [s.padding] * 4))
-    inside = branch._average(F.pad(x.new_ones(1, 1, h, w), [s.padding] * 4))
+    pooled = branch.average(F.pad(x, [s.padding] * 4))
+    inside = branch.average(F.pad(x.new_ones(1, 1, h, w), [s.padding] * 4))
     u = F.conv2d(pooled, weight * scale.reshape(-1, 1, 1, 1), None, 1, 0, 1, s.groups)
     u = u + inside * (shift - pad_value).reshape(1, -1, 1, 1) + pad_value.reshape(1, -1, 1, 1)
     return branch.norm(u)

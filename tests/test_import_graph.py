@@ -1,4 +1,4 @@
-"""The package's layers import downwards only (core <- models, datasets <- engine <- analysis <- tools), the
+"""The package's layers import downwards only (core <- models, datasets <- engine <- analysis <- cli <- tools), the
 core imports nothing from OpenMMLab, and no module imports itself back through others. Read from the
 source with ``ast`` (imports inside functions included), so the rule holds for lazy imports too."""
 import ast
@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Dict, Set
 
 PACKAGE = Path(__file__).resolve().parents[1] / 'mmdyrep'
-LAYER = {'core': 0, 'models': 1, 'datasets': 1, 'engine': 2, 'analysis': 3}
+LAYER = {'core': 0, 'models': 1, 'datasets': 1, 'engine': 2, 'analysis': 3, 'cli': 4}
 OPENMMLAB = ('mmengine', 'mmcv', 'mmdet', 'mmseg', 'mmpretrain')
 
 

@@ -25,21 +25,15 @@ import importlib
 import inspect
 import os
 import os.path as osp
-import sys
 from typing import Dict, List, Tuple
 
-sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
-
-import runner_setup  # noqa: E402,F401  (first: quiets library notices before mmengine is imported)
-
-import torch  # noqa: E402
-from mmengine.config import Config, DictAction  # noqa: E402
-
-from mmdyrep.core import DyRepBlock  # noqa: E402
-from mmdyrep.models.dyrep_resnet import DyRepResNetMixin  # noqa: E402
-import preflight  # noqa: E402
-from preflight import dyrep_backbones, short_type  # noqa: E402
-from runner_setup import add_debug, fail, load_config, run_main, sync_bn_to_bn  # noqa: E402
+from mmdyrep.cli import preflight  # first: mmdyrep.cli hides a library notice before mmengine is imported
+from mmdyrep.cli.preflight import dyrep_backbones, short_type
+from mmdyrep.cli.runner_setup import add_debug, fail, load_config, run_main, sync_bn_to_bn
+from mmdyrep.core import DyRepBlock
+from mmdyrep.models.dyrep_resnet import DyRepResNetMixin
+import torch
+from mmengine.config import Config, DictAction
 
 #: backbone arguments that only DyRepResNet knows (rep_mode, grow_candidates, fast_forward, ...)
 DYREP_ARGS = tuple(name for name, p in inspect.signature(DyRepResNetMixin.__init__).parameters.items()

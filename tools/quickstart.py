@@ -31,9 +31,8 @@ import warnings
 
 TOOLS = osp.dirname(osp.abspath(__file__))
 ROOT = osp.dirname(TOOLS)
-sys.path.insert(0, TOOLS)
 
-from runner_setup import fail, run_main  # noqa: E402  (also puts the checkout on sys.path)
+from mmdyrep.cli.runner_setup import fail, run_main  # noqa: E402
 
 DEFAULT_CONFIG = osp.join(ROOT, 'configs', 'tiny', 'faster-rcnn_dyrep_r50_fpn_synthetic-coco.py')
 DATA_ENV = 'MMDYREP_COCO_ROOT'

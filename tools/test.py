@@ -11,18 +11,12 @@ deployed by ``tools/deploy.py`` (use the deployed config written beside it). Exa
 """
 import argparse
 import os.path as osp
-import sys
 
-sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
-
-import runner_setup  # noqa: E402,F401  (first: quiets library notices before mmengine is imported)
-
-from mmengine.config import DictAction  # noqa: E402
-from mmengine.logging import print_log  # noqa: E402
-
-import preflight  # noqa: E402
-from runner_setup import (add_debug, add_local_rank, build_runner, check_launcher, default_work_dir,  # noqa: E402
-                          engine_error, fail, import_engine, load_config, run_main, set_local_rank_env)
+from mmdyrep.cli import preflight  # first: mmdyrep.cli hides a library notice before mmengine is imported
+from mmdyrep.cli.runner_setup import (add_debug, add_local_rank, build_runner, check_launcher, default_work_dir,
+                                     engine_error, fail, import_engine, load_config, run_main, set_local_rank_env)
+from mmengine.config import DictAction
+from mmengine.logging import print_log
 
 
 def parse_args(argv=None):

@@ -13,18 +13,11 @@ Without CUDA the tool runs on the CPU: ``SyncBN`` norms become ``BN`` (logged), 
 that accepts CPU modules.
 """
 import argparse
-import os.path as osp
-import sys
 
-sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
-
-import runner_setup  # noqa: E402,F401  (first: quiets library notices before mmengine is imported)
-
-from mmengine.config import DictAction  # noqa: E402
-
-import preflight  # noqa: E402
-from runner_setup import (add_debug, add_local_rank, build_runner, check_launcher, default_work_dir,  # noqa: E402
-                          fail, load_config, require_engine, run_main, set_local_rank_env)
+from mmdyrep.cli import preflight  # first: mmdyrep.cli hides a library notice before mmengine is imported
+from mmdyrep.cli.runner_setup import (add_debug, add_local_rank, build_runner, check_launcher, default_work_dir,
+                                     fail, load_config, require_engine, run_main, set_local_rank_env)
+from mmengine.config import DictAction
 
 
 def parse_args(argv=None):

@@ -18,13 +18,8 @@ import os
 import os.path as osp
 import sys
 
-sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
-sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))  # tools/: runner_setup
-
-import runner_setup  # noqa: E402,F401  (first: quiets library notices before mmengine is imported)
-
-from mmdyrep.analysis.history import format_summary, summary  # noqa: E402
-from runner_setup import add_debug, answer_errors, fail  # noqa: E402
+from mmdyrep.cli.runner_setup import add_debug, answer_errors, fail  # first: before mmengine is imported
+from mmdyrep.analysis.history import format_summary, summary
 
 
 def parse_args(argv=None):

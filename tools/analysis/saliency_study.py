@@ -20,21 +20,15 @@ and float64. The other metrics are judged by the same numbers for comparison.
 """
 import argparse
 import json
-import os.path as osp
 import sys
 import tempfile
 import warnings
 
-sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
-sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
-
-import runner_setup  # noqa: E402,F401  (first: quiets library notices before mmengine is imported)
 if '--verbose' not in sys.argv:  # the toolboxes' deprecation notes (some at import) say nothing about this study
     warnings.filterwarnings('ignore')
 
+from mmdyrep.cli.runner_setup import build_runner, fail, load_config, run_main  # noqa: E402
 from mmengine.config import DictAction  # noqa: E402
-
-from runner_setup import build_runner, fail, load_config, run_main  # noqa: E402
 
 
 def parse_args(argv=None):

@@ -22,7 +22,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
-from runner_setup import fail, require_engine, walk_dicts
+from .runner_setup import fail, require_engine, walk_dicts
 
 #: ResNet depth by (basic or bottleneck blocks, blocks per stage): the arch_settings of the toolboxes
 RESNET_DEPTHS = {

@@ -1,4 +1,4 @@
-"""What tools/train.py, tools/test.py and tools/deploy.py share: one entry for mmdet, mmseg and
+"""What tools/train.py, tools/test.py, tools/deploy.py and the analysis CLIs share: one entry for mmdet, mmseg and
 mmpretrain configs.
 
 * :func:`load_config` reads a config (clear errors for a missing file, a broken file, failing
@@ -19,22 +19,11 @@ import importlib
 import os
 import os.path as osp
 import sys
-import warnings
 from typing import Iterator, List, Optional, Tuple
 
-# setuptools >= 80 warns at every ``import pkg_resources``, which mmengine, mmcv and the toolboxes still
-# do: a notice for their maintainers, not for users of these tools (set before anything imports them)
-warnings.filterwarnings('ignore', message='pkg_resources is deprecated', category=UserWarning)
-
-REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
-try:
-    import mmdyrep  # noqa: F401
-except ImportError:  # not installed: use the checkout these tools live in
-    sys.path.insert(0, REPO_ROOT)
-
-import torch  # noqa: E402
-from mmengine.config import Config  # noqa: E402
-from mmengine.logging import print_log  # noqa: E402
+import torch
+from mmengine.config import Config
+from mmengine.logging import print_log
 
 #: default_scope -> module with ``register_all_modules``
 TOOLBOXES = {'mmdet': 'mmdet.utils', 'mmseg': 'mmseg.utils', 'mmpretrain': 'mmpretrain.utils'}

@@ -82,7 +82,8 @@ log "mmcv wheel: $WHEEL"
 "${PIP[@]}" install -q "$WHEEL"
 
 log "mmengine, mmdet, mmsegmentation, mmpretrain and mmdyrep (editable), pinned by tools/constraints.txt"
-"${PIP[@]}" install -q -c "$CONSTRAINTS" -e "$ROOT[$EXTRAS]"
+# PYTHONWARNINGS: setuptools' 10-line "Editable installation" notice (a BuildBackendWarning) is not for users
+PYTHONWARNINGS=ignore "${PIP[@]}" install -q -c "$CONSTRAINTS" -e "$ROOT[$EXTRAS]"
 
 "$VPY" - <<'PY' || die "mmcv was installed WITHOUT compiled ops (mmcv._ext missing); delete the cached wheel and rerun"
 import mmcv, mmcv._ext  # noqa: F401

@@ -24,7 +24,7 @@ import math
 import os.path as osp
 from typing import Dict, List, Mapping, Optional, Sequence
 
-from mmdyrep.core.history import FORMAT, HISTORY_FILE, VERSION, HistoryError, time_average
+from mmdyrep.core.history import FORMAT, HISTORY_FILE, VERSION, HistoryError, make_history, time_average
 
 STRUCTURE_FORMAT = 'mmdyrep.structure'
 #: Keys averaged over training by :func:`summary` (those present in every record).
@@ -140,10 +140,9 @@ def validate_history(history, source: str = '<history>') -> None:
 def history_from_records(records: Sequence[dict], max_iters: int, by_epoch: bool = False,
                          max_epochs: Optional[int] = None, input_shape: Optional[Sequence[int]] = None,
                          source: str = '<records>') -> dict:
-    """A validated history dict around bare ``records`` (e.g. ``checkpoint['dyrep']['history']``)."""
-    history = {'format': FORMAT, 'version': VERSION, 'by_epoch': bool(by_epoch), 'max_iters': int(max_iters),
-               'max_epochs': max_epochs, 'input_shape': list(input_shape) if input_shape else None,
-               'records': list(records)}
+    """A validated history dict (:func:`~mmdyrep.core.history.make_history`) around bare ``records`` (e.g.
+    ``checkpoint['dyrep']['history']``)."""
+    history = make_history(list(records), bool(by_epoch), int(max_iters), max_epochs, input_shape or None)
     validate_history(history, source)
     return history
 

@@ -19,7 +19,6 @@ dataloader (no train loop, no hooks):
    a fresh optimizer each), and the training losses are compared.
 """
 import copy
-import random
 import time
 from typing import Callable, Dict, List, Optional, Sequence
 
@@ -32,15 +31,10 @@ from mmdyrep.analysis.saliency import judge, kind_counts, median, spearman, top
 from mmdyrep.core import DEFAULT_METRIC, Evolver
 from mmdyrep.models.dyrep_resnet import backbone_of
 from mmdyrep.engine.optim import sync_optimizer
+from mmdyrep.engine.streams import forked, seed_streams
 
 #: The metrics the study compares by default (grasp needs a second-order pass; vote is a mix).
 STUDY_METRICS = ('synflow', 'synflow_conv', 'taylor', 'snip', 'grad_norm', 'random')
-
-
-def seed_all(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
 
 
 def batches(loader):
@@ -99,7 +93,7 @@ def _cast(value, dtype: torch.dtype):
 
 def _loss_backward(model, probe, dtype: torch.dtype, seed: int) -> None:
     model.train()
-    seed_all(seed)
+    seed_streams(seed)
     batch = model.data_preprocessor(copy.deepcopy(probe), True)
     loss, _ = model.parse_losses(model(batch['inputs'].to(dtype), batch['data_samples'], mode='loss'))
     loss.backward()
@@ -265,11 +259,10 @@ def run_study(runner: Runner,
             for label, name in (('none', None), ('top', check['top']), ('bottom', check['bottom'])):
                 m = copy.deepcopy(base)
                 if name is not None:
-                    with torch.random.fork_rng():
-                        torch.manual_seed(s)
+                    with forked(s):
                         evolver(backbone_of(m), default).grow([name], calibrator(m))
                 wrapper = build_optim_wrapper(m, copy.deepcopy(cfg.optim_wrapper))
-                seed_all(s)
+                seed_streams(s)
                 it = batches(Runner.build_dataloader(copy.deepcopy(cfg.train_dataloader), seed=s))
                 m.train()
                 run[label] = [loss_value(m.train_step(next(it), wrapper)) for _ in range(loss_steps)]

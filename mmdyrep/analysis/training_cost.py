@@ -17,7 +17,6 @@ The command line (``--help``, the modes, what a step is, how memory is measured)
 """
 import copy
 import importlib
-import inspect
 import json
 import os.path as osp
 import statistics
@@ -156,13 +155,12 @@ def grow_cost(backbone: nn.Module, name: str, sizes: dict) -> Tuple[int, int]:
 
 def dyrep_evolver(backbone: nn.Module):
     """The Evolver as ``DyRepHook`` builds it by default (the hook's defaults for every argument it passes
-    on: the default metric, one grow per update, ``max_depth=1``, ...), growing the backbone's candidates."""
+    on, :func:`mmdyrep.engine.update.evolver_kwargs`: the default metric, one grow per update,
+    ``max_depth=1``, ...), growing the backbone's candidates."""
     from mmdyrep.core import Evolver
     from mmdyrep.engine.dyrep_hook import DyRepHook
-    evolver_args = inspect.signature(Evolver.__init__).parameters
-    defaults = {k: p.default for k, p in inspect.signature(DyRepHook.__init__).parameters.items()
-                if k in evolver_args and p.default is not inspect.Parameter.empty}
-    return Evolver(backbone, candidate_filter=backbone.is_grow_candidate, **defaults)
+    from mmdyrep.engine.update import evolver_kwargs
+    return Evolver(backbone, candidate_filter=backbone.is_grow_candidate, **evolver_kwargs(DyRepHook()))
 
 
 def calibrator(model, calib_batches) -> Callable[[nn.Module], None]:

@@ -38,10 +38,12 @@ def make_record(it: int, epoch: int, grown: Mapping[str, List[str]], cut: Mappin
 
 
 def make_history(records: List[dict], by_epoch: bool, max_iters: int, max_epochs: Optional[int],
-                 input_shape: Sequence[int]) -> dict:
-    """The history document around ``records`` (``max_epochs``: ``None`` for an iteration-based run)."""
+                 input_shape: Optional[Sequence[int]]) -> dict:
+    """The history document around ``records`` (``max_epochs``: ``None`` for an iteration-based run;
+    ``input_shape``: ``None`` where it is not known)."""
     return {'format': FORMAT, 'version': VERSION, 'by_epoch': by_epoch, 'max_iters': max_iters,
-            'max_epochs': max_epochs, 'input_shape': list(input_shape), 'records': records}
+            'max_epochs': max_epochs, 'input_shape': list(input_shape) if input_shape is not None else None,
+            'records': records}
 
 
 def write_history(path: str, history: Mapping, before_replace: Optional[Callable[[], None]] = None) -> None:

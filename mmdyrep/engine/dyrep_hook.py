@@ -25,7 +25,7 @@ from .faults import fault_point
 from .optim import arrange_groups, flatten_schedulers, group_names, sync_optimizer
 from .report import DEGENERATE_RATIO, backbone_record, degeneracy_warning, update_lines, update_scalars
 from .scoring import pending_unscale, score_at_each_step
-from .update import calibration_loader, check_ranks, checkpoint_due, consolidate_scores, evolve
+from .update import calibration_loader, check_ranks, checkpoint_due, consolidate_scores, evolve, evolver_kwargs
 
 
 @HOOKS.register_module()
@@ -163,10 +163,8 @@ class DyRepHook(Hook):
         self.prefix = prefix + '.' if prefix else ''
         weight = next(backbone.parameters())
         example = torch.zeros((1, ) + self.flops_input_shape, dtype=weight.dtype, device=weight.device)
-        self.evolver = Evolver(backbone, metric=self.metric, topk=self.topk, branches=self.branches,
-                               gamma_init=self.gamma_init, dep=self.dep, dep_threshold=self.dep_threshold,
-                               candidate_filter=backbone.is_grow_candidate, max_depth=self.max_depth,
-                               seed=self.seed, example_input=example)
+        self.evolver = Evolver(backbone, candidate_filter=backbone.is_grow_candidate, example_input=example,
+                               **evolver_kwargs(self))
         if not self.evolver.candidates():
             raise DyRepError('DyRepHook: no conv of the backbone may grow (all frozen, or excluded by '
                              f'grow_candidates={backbone.grow_candidates})')

@@ -6,8 +6,10 @@ anything random in the model. mmengine re-seeds from the config's seed on resume
 numbers. :class:`RandomStateHook` (in the configs' ``custom_hooks``) makes resume exact:
 
 * **the main streams** (Python ``random``, NumPy's global generator, torch's CPU generator, the CUDA
-  generator of every local device) are captured per rank where a checkpoint is saved and written
-  into it (``checkpoint['random_state']``: plain ints, tuples and tensors, loadable with
+  generator of every local device) are captured per rank after every iteration at which an
+  iteration-based checkpoint is due, after every epoch of a run that checkpoints by epoch (whether
+  or not that epoch saves), and after each validation during training; a checkpoint gets the capture
+  of its own iteration (``checkpoint['random_state']``: plain ints, tuples and tensors, loadable with
   ``weights_only=True``); ``--resume`` restores them on every rank before training continues;
 * **validation draws nothing** from those streams: they are set back after each validation, so an
   evaluation in the uninterrupted run and none in the resumed one leave them alike;
@@ -18,7 +20,7 @@ numbers. :class:`RandomStateHook` (in the configs' ``custom_hooks``) makes resum
   stream that dies with a killed run. The iteration-based loop's skip of the batches already trained
   replays them on these streams, reaching the state the run was in.
 
-Validation and the DyRep update (its own seeded fork, :func:`.update.forked_rng`) leave the main
+Validation and the DyRep update (its own seeded fork, :func:`.streams.forked`) leave the main
 streams as they were, so the capture at a checkpoint is the state the next training step starts
 from. Test-only fault injection (:func:`.faults.fault_point`) kills a run at named points.
 """
@@ -47,11 +49,16 @@ class RandomStateHook(Hook):
       resume from a checkpoint that holds ``random_state``, this rank's main streams are restored
       (with another number of ranks: a warning, and not restored);
     * ``before_train_epoch``: the epoch the data streams seed from;
-    * ``after_train_iter`` / ``after_train_epoch``: the main streams of every rank are captured where
-      a checkpoint is due (priority ``LOW``: after the DyRep update, before the CheckpointHook);
+    * ``after_train_iter``: the main streams of every rank are captured after an iteration at which an
+      iteration-based CheckpointHook saves (:func:`.update.checkpoint_due`);
+    * ``after_train_epoch``: captured after every epoch when a CheckpointHook saves by epoch, whether
+      or not it saves at this epoch (priority ``LOW``, for both: after the DyRep update, before the
+      CheckpointHook);
     * ``before_val`` / ``after_val_epoch``: the main streams are set back after validation (before the
       CheckpointHook's best-checkpoint save) and captured for it;
-    * ``before_save_checkpoint`` (rank 0): the last capture goes into the checkpoint.
+    * ``before_save_checkpoint`` (rank 0): the last capture goes into the checkpoint when it is of the
+      checkpoint's iteration; otherwise, in one process, the streams are captured there, and with
+      several, a warning (the capture was missed) and none.
     """
 
     priority = 'LOW'

@@ -3,9 +3,11 @@ NumPy and PyTorch; :mod:`.random_state` is the hook that uses them).
 
 :func:`capture` / :func:`restore` read and set the global streams (Python ``random``, NumPy's global
 generator, torch's CPU generator, the CUDA generators) as ints, tuples and tensors that a
-``weights_only`` checkpoint holds. :class:`EpochSeededPipeline` runs a dataset's pipeline on a data
-stream of its own per process and epoch; :func:`data_streams_paused` lets a side job (BN calibration)
-load samples on the caller's streams without drawing from the training's data stream.
+``weights_only`` checkpoint holds; inside :func:`forked`, a side job (the DyRep update, a study's grow)
+draws from streams seeded for it, and the global streams are as they were after it.
+:class:`EpochSeededPipeline` runs a dataset's pipeline on a data stream of its own per process and
+epoch; :func:`data_streams_paused` lets a side job (BN calibration) load samples on the caller's
+streams without drawing from the training's data stream.
 """
 import contextlib
 import random
@@ -59,17 +61,40 @@ def restore(state: dict) -> None:
         torch.cuda.set_rng_state_all([s.cpu() for s in state['cuda']])
 
 
+def seed_streams(seed: int, cuda: bool = True) -> None:
+    """Seed the global streams from ``seed``: Python ``random``, NumPy's global generator (``seed % 2**32``),
+    torch's CPU generator and, with ``cuda``, every CUDA generator (``torch.manual_seed``)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    if cuda:
+        torch.manual_seed(seed)
+    else:
+        torch.default_generator.manual_seed(seed)
+
+
+@contextlib.contextmanager
+def forked(seed: int, cuda: bool = True) -> Iterator[None]:
+    """Inside, the global streams seeded from ``seed`` (:func:`seed_streams`); after, the streams as they
+    were: those of :func:`capture` ``(cuda=False)`` and, with ``cuda``, the CUDA generator of the current
+    device (the one a process's work draws from; reading the others would start a CUDA context on each)."""
+    outer = capture(cuda=False)
+    device = torch.cuda.current_device() if cuda and torch.cuda.is_available() else None
+    outer_cuda = torch.cuda.get_rng_state(device) if device is not None else None
+    try:
+        seed_streams(seed, cuda)
+        yield
+    finally:
+        restore(outer)
+        if device is not None:
+            torch.cuda.set_rng_state(outer_cuda, device)
+
+
 def seeded(*key: int) -> dict:
     """The state of Python, NumPy and torch CPU streams seeded from ``key`` (the process's own streams
     are left as they were)."""
     seed = int(np.random.SeedSequence([abs(int(k)) for k in key]).generate_state(1)[0])
-    outer = capture(cuda=False)
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.default_generator.manual_seed(seed)
-    state = capture(cuda=False)
-    restore(outer)
-    return state
+    with forked(seed, cuda=False):
+        return capture(cuda=False)
 
 
 class EpochSeededPipeline:
@@ -124,4 +149,5 @@ def pipelines_of(dataset) -> List[object]:
     return found
 
 
-__all__ = ['EpochSeededPipeline', 'capture', 'data_streams_paused', 'pipelines_of', 'restore', 'seeded']
+__all__ = ['EpochSeededPipeline', 'capture', 'data_streams_paused', 'forked', 'pipelines_of', 'restore', 'seed_streams',
+           'seeded']

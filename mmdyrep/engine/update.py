@@ -4,10 +4,8 @@ the evolver's step with the collectives of several processes, and the eval-outpu
 Rep and Dep kept the backbone's function (Sec. 3); after it, the cross-rank check, and the scores
 gathered on rank 0 for a checkpoint between updates."""
 import contextlib
-import random
 from typing import Callable, ContextManager, Dict, List, Optional, Tuple
 
-import numpy as np
 import torch
 from mmengine import dist
 from mmengine.hooks import CheckpointHook
@@ -17,7 +15,7 @@ from torch.utils.data import DataLoader, RandomSampler
 
 from mmdyrep.core import Evolver, full_fp32, relative_error
 from .ddp import average_norm_statistics, broadcast_branches, rank_fingerprints, sum_over_ranks
-from .streams import data_streams_paused
+from .streams import data_streams_paused, forked
 
 
 def calibration_loader(train: DataLoader, seed: int, n_update: int) -> DataLoader:
@@ -30,19 +28,14 @@ def calibration_loader(train: DataLoader, seed: int, n_update: int) -> DataLoade
                       collate_fn=train.collate_fn, num_workers=train.num_workers, drop_last=False)
 
 
-@contextlib.contextmanager
-def forked_rng(seed: int):
-    """Seeded torch / Python / numpy randomness inside; the training's RNG streams as they were after."""
-    py, npy = random.getstate(), np.random.get_state()
-    with torch.random.fork_rng(devices=[torch.cuda.current_device()] if torch.cuda.is_available() else []):
-        torch.manual_seed(seed)
-        random.seed(seed)
-        np.random.seed(seed % 2**32)
-        try:
-            yield
-        finally:
-            random.setstate(py)
-            np.random.set_state(npy)
+#: The DyRepHook settings that it passes on to :class:`Evolver` under the same names
+EVOLVER_ARGS = ('metric', 'topk', 'branches', 'gamma_init', 'dep', 'dep_threshold', 'max_depth', 'seed')
+
+
+def evolver_kwargs(hook) -> dict:
+    """The :class:`Evolver` arguments ``hook`` (a DyRepHook; ``DyRepHook()`` for its defaults) passes on,
+    besides the backbone's ``candidate_filter`` and ``example_input``: its settings in :data:`EVOLVER_ARGS`."""
+    return {k: getattr(hook, k) for k in EVOLVER_ARGS}
 
 
 def autocast_of(optim_wrapper) -> ContextManager:
@@ -100,7 +93,7 @@ def relative_change(before: List[torch.Tensor], after: List[torch.Tensor]) -> fl
 def evolve(evolver: Evolver, model: nn.Module, loader: DataLoader, optim_wrapper, num_calib_batches: int,
            check_equivalence: bool, seed: int) -> Tuple[dict, Optional[float]]:
     """Algorithm 1 lines 7-10 on the bare ``model`` whose backbone ``evolver`` evolves: grow (BN calibrated
-    on ``num_calib_batches`` batches of ``loader``), cut, under :func:`forked_rng` ``(seed)``; ``model``
+    on ``num_calib_batches`` batches of ``loader``), cut, under :func:`.streams.forked` ``(seed)``; ``model``
     keeps its training mode. Returns the evolver's report and the backbone's eval-output change on the
     first batch of ``loader`` (``None`` without ``check_equivalence``)."""
     backbone = evolver.model
@@ -108,7 +101,7 @@ def evolve(evolver: Evolver, model: nn.Module, loader: DataLoader, optim_wrapper
     calibrate = calibrator(model, loader, num_calib_batches, optim_wrapper) if num_calib_batches else None
     # everything random (the loader's seeds, the samples' augmentation, the new branches) draws from
     # the fork: the training's streams, main and data (.streams), are left as they were
-    with forked_rng(seed), data_streams_paused():
+    with forked(seed), data_streams_paused():
         probe = model_inputs(model, next(iter(loader)), optim_wrapper) if check_equivalence else None
         before = eval_features(backbone, probe) if probe is not None else None
         report = evolver.step(calibrate=calibrate, **collectives())
@@ -147,5 +140,6 @@ def consolidate_scores(evolver: Evolver) -> None:
             evolver.scores.reset()
 
 
-__all__ = ['autocast_of', 'calibration_loader', 'calibrator', 'check_ranks', 'checkpoint_due', 'collectives',
-           'consolidate_scores', 'eval_features', 'evolve', 'forked_rng', 'model_inputs', 'relative_change']
+__all__ = ['EVOLVER_ARGS', 'autocast_of', 'calibration_loader', 'calibrator', 'check_ranks', 'checkpoint_due',
+           'collectives', 'consolidate_scores', 'eval_features', 'evolve', 'evolver_kwargs', 'model_inputs',
+           'relative_change']

@@ -10,18 +10,15 @@ import torch
 from mmdyrep.analysis.history import (HISTORY_FILE, HistoryError, flatten_structure, format_summary,
                                       grown_conv, history_from_records, load_history, summary, time_average,
                                       training_average)
-from mmdyrep.core import cut_branches, extract_structure, grow, iter_blocks
+from mmdyrep.core import cut_branches, grow, iter_blocks
+from mmdyrep.core.history import make_history
 
 INPUT = (3, 64, 64)
 
 
 def _record(backbone, it, epoch, grown, cut, deployed):
-    from mmdyrep.models.complexity import count
-    now = count(backbone, INPUT)
-    return {'iter': it, 'epoch': epoch, 'grown': grown, 'cut': cut, 'params': now['params'], 'flops': now['flops'],
-            'deployed_params': deployed['params'], 'deployed_flops': deployed['flops'], 'eval_change': None,
-            'structure': extract_structure(backbone),
-            'importances': {n: b.importances() for n, b in iter_blocks(backbone)}}
+    from mmdyrep.engine.report import backbone_record  # the record DyRepHook writes
+    return backbone_record(backbone, INPUT, it, epoch, grown, cut, deployed=deployed)
 
 
 def make_run(seed=0):
@@ -57,9 +54,7 @@ def make_run(seed=0):
     blocks = grow(backbone, ['layer3.1.conv2.origin'], ['1x1', 'residual'], calibrate=calibrate)
     randomise()
     records.append(_record(backbone, 300, 3, {n: list(b.branches) for n, b in blocks.items()}, {}, deployed))
-    history = {'format': 'mmdyrep.history', 'version': 1, 'by_epoch': True, 'max_iters': 400, 'max_epochs': 4,
-               'input_shape': list(INPUT), 'records': records}
-    return backbone, history
+    return backbone, make_history(records, True, 400, 4, INPUT)
 
 
 @pytest.fixture(scope='module')

@@ -10,7 +10,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 import mmdyrep.engine  # noqa: F401  (allow-lists mmengine's checkpoint classes)
-from mmdyrep.engine.streams import EpochSeededPipeline, capture, pipelines_of, restore, seeded
+from mmdyrep.engine.streams import EpochSeededPipeline, capture, forked, pipelines_of, restore, seed_streams, seeded
 
 
 def draws():
@@ -37,6 +37,29 @@ def test_arbitrary_pickles_are_still_refused():
     buffer.seek(0)
     with pytest.raises(Exception, match='Unsupported global'):
         torch.load(buffer, weights_only=True)
+
+
+def test_forked_is_seeded_and_leaves_the_training_streams_alone():
+    torch.manual_seed(0)
+    np.random.randn()  # a cached Gaussian too
+    before = capture()
+    with forked(7):
+        first = draws()
+    after = capture()
+    assert torch.equal(after['torch'], before['torch']) and after['python'] == before['python']
+    assert after['numpy']['gauss'] == before['numpy']['gauss'] and torch.equal(after['numpy']['keys'],
+                                                                                 before['numpy']['keys'])
+    with forked(7):
+        assert draws() == first
+    seed_streams(7)
+    assert draws() == first  # the same seeding as the fork's
+    restore(before)
+    expected = draws()
+    restore(before)
+    with pytest.raises(ValueError), forked(8, cuda=False):
+        draws()
+        raise ValueError('a failing side job')
+    assert draws() == expected  # set back on the way out of a failure too
 
 
 def test_seeded_leaves_the_process_streams_alone():

@@ -1,9 +1,8 @@
-"""engine/update.py, scoring.py and checks.py in one process: the update's own random streams, the seeded
-calibration iterator, the eval-output check, the single-process collectives, AMP unscaling at the
+"""engine/update.py, scoring.py and checks.py in one process: the Evolver arguments a DyRepHook passes on, the
+seeded calibration iterator, the eval-output check, the single-process collectives, AMP unscaling at the
 optimizer step, and the refused windows."""
-import random
+import inspect
 
-import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -12,19 +11,18 @@ from torch.utils.data import DataLoader
 from mmdyrep.core import DyRepError
 from mmdyrep.engine.checks import check_window
 from mmdyrep.engine.scoring import pending_unscale, score_at_each_step
-from mmdyrep.engine.update import (calibration_loader, check_ranks, collectives, eval_features, forked_rng,
-                                   relative_change)
+from mmdyrep.engine.update import (EVOLVER_ARGS, calibration_loader, check_ranks, collectives, eval_features,
+                                   evolver_kwargs, relative_change)
 
 
-def test_forked_rng_is_seeded_and_leaves_the_training_streams_alone():
-    states = torch.get_rng_state(), random.getstate(), np.random.get_state()[1].copy()
-    with forked_rng(7):
-        first = torch.rand(3), random.random(), np.random.rand()
-    assert torch.equal(torch.get_rng_state(), states[0]) and random.getstate() == states[1]
-    assert (np.random.get_state()[1] == states[2]).all()
-    with forked_rng(7):
-        again = torch.rand(3), random.random(), np.random.rand()
-    assert torch.equal(first[0], again[0]) and first[1:] == again[1:]
+def test_evolver_kwargs_are_the_hooks_settings_that_the_evolver_takes():
+    from mmdyrep.core import Evolver
+    from mmdyrep.engine.dyrep_hook import DyRepHook
+    hook_args = set(inspect.signature(DyRepHook.__init__).parameters)
+    assert set(EVOLVER_ARGS) == hook_args & set(inspect.signature(Evolver.__init__).parameters) - {'self'}
+    hook = DyRepHook(topk=2, max_depth=None, seed=5)
+    assert evolver_kwargs(hook) == dict(metric=hook.metric, topk=2, branches=None, gamma_init=hook.gamma_init,
+                                        dep=True, dep_threshold=hook.dep_threshold, max_depth=None, seed=5)
 
 
 def test_calibration_loader_is_seeded_per_update():

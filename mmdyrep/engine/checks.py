@@ -30,8 +30,10 @@ def check_runner(runner, interval: int, begin: int, end: Optional[int], limit: i
         raise DyRepError('DyRepHook cannot run with EMAHook: the averaged model would keep the old '
                          'structure when parameters are added or cut. Remove EMAHook from custom_hooks.')
     if runner.cfg.get('compile'):
-        raise DyRepError('DyRepHook cannot run with cfg.compile: a compiled graph would not see structure '
-                         'changes. Remove `compile` from the config.')
+        raise DyRepError('DyRepHook cannot run with cfg.compile: every structure update changes the model the '
+                         'compiled train_step traced (a re-wrapped DDP drops it; dynamo re-traces up to 8 times, then '
+                         "runs eagerly), and mmengine's compiled train_step measured slower than eager "
+                         '(docs/benchmarks.md). Remove `compile` from the config.')
     from mmengine.optim import OptimWrapper
     if not isinstance(runner.optim_wrapper, OptimWrapper):
         raise DyRepError(f'DyRepHook supports a single OptimWrapper, got {type(runner.optim_wrapper).__name__}')

@@ -14,18 +14,32 @@ function at the start):
   checkpoint's ``dyrep_structure`` or ``dyrep_history.json``).
 
 Every mode but origin runs twice: with the per-branch reference forward and as users get it
-(``+fast``: ``fast_forward``, the default). A train step is forward + cross-entropy + backward + SGD
-(momentum 0.9) on a fixed random batch, in float32 or under bf16 autocast. Steps are interleaved
-round-robin across modes; medians after warm-up; CUDA-synchronised; peak memory per mode from
-``torch.cuda.max_memory_allocated`` over one step (on CPU: not measured). The aten ops of one train
-step (:mod:`mmdyrep.analysis.ops`, a launch proxy) are counted on PyTorch's ``meta`` device (shapes
-only: the same on any machine, with a GPU's choices) for the whole model on a small input and for one
-3×3 block (C = 64) against the conv + BN it replaced.
+(``+fast``: ``fast_forward``, the default); ``per_branch=False`` leaves the reference out. A train step
+is forward + cross-entropy + backward + SGD (momentum 0.9) on a fixed random batch, in float32 or under
+bf16 autocast. Steps are interleaved round-robin across modes; medians after warm-up;
+CUDA-synchronised; peak memory per mode from ``torch.cuda.max_memory_allocated`` over one step (on
+CPU: not measured). The aten ops of one train step (:mod:`mmdyrep.analysis.ops`, a launch proxy) are
+counted on PyTorch's ``meta`` device (shapes only: the same on any machine, with a GPU's choices) for
+the whole model on a small input and for one 3×3 block (C = 64) against the conv + BN it replaced.
+
+Two ways to run the same models faster, measured beside the eager ones:
+
+* ``channels_last=True``: models and input in ``torch.channels_last`` memory format (NHWC, the
+  layout of cuDNN's tensor-core convolutions) for the whole run (on CPU with oneDNN off:
+  :func:`onednn_guard`);
+* ``compile_backend='inductor'``: ``origin`` and every ``+fast`` model also as
+  ``torch.compile(model)`` (``<name>+compile``; the optimizer step stays eager, the same for all). A
+  compiled model's first step (compiling forward and backward) runs alone before the timed rounds and
+  is reported as ``first_step_s``; its times are also given relative to ``origin+compile``, and its
+  first loss relative to the eager model's (same weights, same batch: a check of the compiled
+  forward). Each new input shape or precision compiles again: give one batch and one precision.
 """
+import contextlib
 import copy
 import statistics
 import time
-from typing import Callable, Dict, List, Optional, Sequence
+import warnings
+from typing import Callable, ContextManager, Dict, List, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -46,6 +60,8 @@ TABLE3_CONVS = {
 STATIC = {'repvgg': ('1x1', 'residual'), 'dbb': ('1x1_kxk', '1x1_avg', '1x1')}
 MODES = ('origin', 'repvgg', 'dbb', 'dyrep')
 PRECISIONS = {'fp32': None, 'bf16': torch.bfloat16}
+#: the suffix of a ``torch.compile``'d model's name
+COMPILED = '+compile'
 
 
 def build(arch: str, mode: str, structure: Optional[dict] = None, seed: int = 0) -> nn.Module:
@@ -71,11 +87,15 @@ class _Runner:
         self.name, self.model, self.x, self.y, self.amp = name, model, x, y, amp
         self.optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
         self.times: List[float] = []
+        self.first_loss: Optional[torch.Tensor] = None  # the loss of the initial weights
+        self.first_step_s: Optional[float] = None
 
     def _train_step(self) -> None:
         device = self.x.device.type
         with torch.autocast(device, dtype=self.amp or torch.float32, enabled=self.amp is not None):
             loss = F.cross_entropy(self.model(self.x), self.y)
+        if self.first_loss is None:
+            self.first_loss = loss.detach()
         loss.backward()
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
@@ -97,34 +117,79 @@ class _Runner:
         return torch.cuda.max_memory_allocated() / 2**20
 
 
+def onednn_guard(device: str, channels_last: bool) -> ContextManager:
+    """A context in which a channels-last train step is safe on ``device``: on CPU, oneDNN turned off.
+    oneDNN's 1×1 stride-2 conv weight gradient in NHWC with fewer input channels than its block (the
+    stem's 1×1 branch of RepVGG / DBB: 3) writes past its buffer (uxlfoundation/oneDNN#6035): a crash
+    (seen with torch 2.14 on an AVX2 CPU) or wrong gradients. GPUs (cuDNN) are not concerned: a no-op there."""
+    if not channels_last or torch.device(device).type != 'cpu':
+        return contextlib.nullcontext()
+    stack = contextlib.ExitStack()
+    stack.enter_context(warnings.catch_warnings())
+    warnings.simplefilter('ignore')  # torch warns about oneDNN TF32 on Intel GPUs when flags are set
+    stack.enter_context(torch.backends.mkldnn.flags(enabled=False))
+    return stack
+
+
+def _relative(a: float, b: float) -> float:
+    return abs(a - b) / max(abs(b), 1e-12)
+
+
 def time_modes(models: Dict[str, nn.Module], batch: int, size: int, precision: str, device: str, warmup: int,
-               repeats: int, log: Callable[[str], None] = print) -> Dict[str, dict]:
+               repeats: int, log: Callable[[str], None] = print, channels_last: bool = False) -> Dict[str, dict]:
     """Median train-step time and peak memory of each model (interleaved rounds), with ratios to
-    ``origin``."""
+    ``origin``; for a compiled model (name ending in :data:`COMPILED`) also the time of its first step
+    (the compile, before the rounds), its ratios to ``origin+compile`` and its first loss against the
+    eager model's. A compiled model whose first step raises (no C compiler for Triton, an op the
+    backend lacks) gets ``{'error': ...}`` and leaves the rounds. ``channels_last``: the input in that
+    memory format (the models are as given)."""
     g = torch.Generator().manual_seed(0)
     x = torch.randn(batch, 3, size, size, generator=g).to(device)
+    if channels_last:
+        x = x.to(memory_format=torch.channels_last)
     y = torch.randint(0, 1000, (batch, ), generator=g).to(device)
     runners = [_Runner(name, m, x, y, PRECISIONS[precision]) for name, m in models.items()]
     for m in models.values():
         m.train()
-    for i in range(warmup + repeats):
-        order = runners[i % len(runners):] + runners[:i % len(runners)]
-        for r in order:
-            t = r.step()
-            if i >= warmup:
-                r.times.append(t)
-        if i == warmup + repeats - 1 or (i + 1) % 5 == 0:
-            log(f'  round {i + 1}/{warmup + repeats}: ' + ' '.join(
-                f'{r.name}={statistics.median(r.times or [0.0]) * 1000:.1f}ms' for r in runners))
-    out = {r.name: {'median_s': statistics.median(r.times), 'times_s': r.times, 'peak_mb': r.peak_mb()}
-           for r in runners}
-    base = out.get('origin')
-    for res in out.values():
-        if base:
-            res['time_ratio'] = res['median_s'] / base['median_s']
+    failed: Dict[str, dict] = {}
+    with onednn_guard(device, channels_last):
+        for r in runners:  # compile one model at a time, outside the timed rounds
+            if not r.name.endswith(COMPILED):
+                continue
+            try:
+                r.first_step_s = r.step()
+            except Exception as e:  # the eager models and the other compiled ones still count
+                failed[r.name] = {'error': ' '.join(f'{type(e).__name__}: {e}'.split())[:300]}
+                log(f'  {r.name}: compiling failed: {failed[r.name]["error"]}')
+                r.optimizer.zero_grad(set_to_none=True)
+                continue
+            log(f'  {r.name}: first step (compiles) {r.first_step_s:.1f} s')
+        runners = [r for r in runners if r.name not in failed]
+        for i in range(warmup + repeats):
+            order = runners[i % len(runners):] + runners[:i % len(runners)]
+            for r in order:
+                t = r.step()
+                if i >= warmup:
+                    r.times.append(t)
+            if i == warmup + repeats - 1 or (i + 1) % 5 == 0:
+                log(f'  round {i + 1}/{warmup + repeats}: ' + ' '.join(
+                    f'{r.name}={statistics.median(r.times or [0.0]) * 1000:.1f}ms' for r in runners))
+        out = {r.name: {'median_s': statistics.median(r.times), 'times_s': r.times, 'peak_mb': r.peak_mb(),
+                        'first_loss': r.first_loss.item()} for r in runners}
+    for r in runners:
+        if r.first_step_s is not None:
+            out[r.name]['first_step_s'] = r.first_step_s
+    for name, res in out.items():
+        for suffix, base in (('', out.get('origin')), ('_compiled', out.get('origin' + COMPILED))):
+            if base is None or (suffix and not name.endswith(COMPILED)):
+                continue
+            res['time_ratio' + suffix] = res['median_s'] / base['median_s']
             if res['peak_mb'] is not None:
-                res['memory_ratio'] = res['peak_mb'] / base['peak_mb']
-    return out
+                res['memory_ratio' + suffix] = res['peak_mb'] / base['peak_mb']
+        eager = out.get(name[:-len(COMPILED)]) if name.endswith(COMPILED) else None
+        if eager is not None:
+            res['loss_vs_eager'] = _relative(res['first_loss'], eager['first_loss'])
+    return {**out, **failed}
 
 
 def block_ops(channels: int = 64, size: int = 16) -> Dict[str, dict]:
@@ -160,53 +225,78 @@ def model_ops(models: Dict[str, nn.Module], size: int = 64) -> Dict[str, int]:
     target = torch.zeros(2, dtype=torch.long, device='meta')
     out = {}
     for name, model in models.items():
-        m = copy.deepcopy(model).to(device='meta', dtype=torch.float32).train()
+        # in the default memory format: a BN on ``meta`` returns NCHW whatever its input, so channels-last
+        # models would count layout copies that a GPU does not make
+        m = copy.deepcopy(model).to(device='meta', dtype=torch.float32, memory_format=torch.contiguous_format)
+        m.train()
         train_step_ops(m, x, lambda t: F.cross_entropy(m(t), target))  # the first call packs BN buffers
         out[name] = sum(train_step_ops(m, x, lambda t: F.cross_entropy(m(t), target)).values())
     return out
 
 
-def models_for(arch: str, modes: Sequence[str], device: str, structure: Optional[dict] = None) -> Dict[str, nn.Module]:
-    """Every mode, and ``<mode>+fast`` beside every mode but origin (the per-branch forward under the
-    plain name)."""
+def with_compiled(models: Dict[str, nn.Module], backend: str = 'inductor') -> Dict[str, nn.Module]:
+    """``models`` and, after them, ``<name>+compile``: ``torch.compile(copy, backend=backend)`` of
+    ``origin`` and of every ``+fast`` model (own weights and optimizer; the per-branch reference forwards
+    are not compiled). Compiling happens at the first call."""
+    compiled = {f'{name}{COMPILED}': torch.compile(copy.deepcopy(model), backend=backend)
+                for name, model in models.items() if name == 'origin' or name.endswith('+fast')}
+    return {**models, **compiled}
+
+
+def models_for(arch: str, modes: Sequence[str], device: str, structure: Optional[dict] = None,
+               per_branch: bool = True, channels_last: bool = False) -> Dict[str, nn.Module]:
+    """Every mode as ``<mode>+fast`` (but origin), and beside it, under the plain name, the same model
+    with the per-branch reference forward (not with ``per_branch=False``). ``channels_last``: the
+    models' 4-D parameters in that memory format."""
     models = {}
     for mode in modes:
         model = build(arch, mode, structure).to(device)
+        if channels_last:
+            model = model.to(memory_format=torch.channels_last)
         if mode == 'origin':
             models[mode] = model
             continue
-        set_fast_forward(model, False)
-        models[mode] = model
-        fast = copy.deepcopy(model)
-        set_fast_forward(fast, True)
-        models[f'{mode}+fast'] = fast
+        if per_branch:
+            set_fast_forward(model, False)
+            models[mode] = model
+            model = copy.deepcopy(model)
+        set_fast_forward(model, True)
+        models[f'{mode}+fast'] = model
     return models
 
 
 def run(archs: Sequence[str] = ARCHS, modes: Sequence[str] = MODES, batches: Sequence[int] = (64, 256),
         precisions: Sequence[str] = ('fp32', 'bf16'), size: int = 224, device: str = 'cuda', warmup: int = 5,
         repeats: int = 20, structures: Optional[Dict[str, dict]] = None,
-        log: Callable[[str], None] = print) -> dict:
+        log: Callable[[str], None] = print, per_branch: bool = True, channels_last: bool = False,
+        compile_backend: Optional[str] = None, progress: Optional[Callable[[dict], None]] = None) -> dict:
     """The whole benchmark: per arch, per precision and batch, the timing table; ops per model and
     per block. ``structures``: per arch, the evolved structure ``dyrep`` replays instead of the fixed
-    one. JSON-able."""
-    result = {'machine': machine(device), 'size': size, 'archs': {}, 'block_ops': block_ops()}
+    one; ``per_branch``, ``channels_last``: see :func:`models_for`; ``compile_backend``: also the
+    compiled models (:func:`with_compiled`, e.g. ``'inductor'``). ``progress(result)`` is called with the
+    result so far after each setting (to save what a time limit would otherwise lose). JSON-able."""
+    result = {'machine': machine(device), 'size': size, 'per_branch': per_branch, 'channels_last': channels_last,
+              'compile_backend': compile_backend, 'archs': {}, 'block_ops': block_ops()}
     for arch in archs:
-        models = models_for(arch, modes, device, (structures or {}).get(arch))
+        models = models_for(arch, modes, device, (structures or {}).get(arch), per_branch, channels_last)
+        ops = model_ops(models)
+        if compile_backend:
+            models = with_compiled(models, compile_backend)
         base = num_params(models['origin'])
         entry = {'params': {n: num_params(m) for n, m in models.items()},
-                 'params_ratio': {n: num_params(m) / base for n, m in models.items()},
-                 'ops': model_ops(models), 'timing': {}}
+                 'params_ratio': {n: num_params(m) / base for n, m in models.items()}, 'ops': ops, 'timing': {}}
+        result['archs'][arch] = entry
         for precision in precisions:
             for batch in batches:
-                log(f'{arch} {precision} batch {batch}:')
+                log(f'{arch} {precision} batch {batch}{" channels_last" if channels_last else ""}:')
                 try:
                     entry['timing'][f'{precision}/{batch}'] = time_modes(models, batch, size, precision, device,
-                                                                         warmup, repeats, log)
+                                                                         warmup, repeats, log, channels_last)
                 except torch.cuda.OutOfMemoryError as e:  # batch 256 of DBB may not fit a small GPU
                     entry['timing'][f'{precision}/{batch}'] = {'error': f'out of memory: {e}'.splitlines()[0]}
                     torch.cuda.empty_cache()
-        result['archs'][arch] = entry
+                if progress is not None:
+                    progress(result)
     return result
 
 
@@ -219,14 +309,23 @@ def table(result: dict) -> List[str]:
                 lines.append(f'{arch:9} {setting:9} {modes["error"]}')
                 continue
             for mode, r in modes.items():
+                if 'error' in r:
+                    lines.append(f'{arch:9} {setting:9} {mode:20} {r["error"]}')
+                    continue
                 peak = '' if r['peak_mb'] is None else f'{r["peak_mb"]:8.0f} MB {r.get("memory_ratio", 1):5.2f}x'
-                lines.append(f'{arch:9} {setting:9} {mode:12} {r["median_s"] * 1000:8.1f} ms '
-                             f'{r.get("time_ratio", 1):5.2f}x {peak}  ops {entry["ops"][mode]}')
+                line = (f'{arch:9} {setting:9} {mode:20} {r["median_s"] * 1000:8.1f} ms '
+                        f'{r.get("time_ratio", 1):5.2f}x {peak}')
+                if mode in entry['ops']:
+                    line += f'  ops {entry["ops"][mode]}'
+                if 'first_step_s' in r:
+                    line += (f'  {r.get("time_ratio_compiled", float("nan")):5.2f}x origin{COMPILED}, first step '
+                             f'{r["first_step_s"]:.1f} s, first loss vs eager {r.get("loss_vs_eager", 0):.1e}')
+                lines.append(line)
     for mode, r in result['block_ops'].items():
         lines.append(f'3x3 block (C=64) {mode:12} {r["ops"]:3d} ops ({r["kernel_ops"]} may launch a kernel) '
                      f'{r["ratio"]:.2f}x conv + BN')
     return lines
 
 
-__all__ = ['ARCHS', 'MODES', 'TABLE3_CONVS', 'block_ops', 'build', 'model_ops', 'models_for', 'run', 'table',
-           'time_modes']
+__all__ = ['ARCHS', 'COMPILED', 'MODES', 'TABLE3_CONVS', 'block_ops', 'build', 'model_ops', 'models_for', 'run',
+           'onednn_guard', 'table', 'time_modes', 'with_compiled']

@@ -8,6 +8,8 @@ with TF32 off (TF32 rounds at about 1e-3, which would hide what is measured):
 * ``fast_train``: in training mode, the fast forward (grouped BNs) against the per-branch forward:
   outputs and every gradient;
 * ``fast_norm_eval``: the same with every BN in eval mode (mmdet's ``norm_eval=True``: one merged conv);
+* ``channels_last``: the fast forward in training mode with model and input in ``torch.channels_last``
+  memory format against the same in the default format: outputs and every gradient;
 * ``cut``: Dep of half the branches keeps the eval output;
 * ``deploy``: the deployed plain model against the evolved one, eval mode;
 * ``bf16_steps``: a few SGD steps under bf16 autocast stay finite, fast and per-branch alike.
@@ -23,7 +25,7 @@ from torch import nn
 
 from mmdyrep.core import cut_branches, deploy, full_fp32, grow, iter_blocks, relative_error
 from mmdyrep.core.block import set_fast_forward
-from .benchmark import TABLE3_CONVS
+from .benchmark import TABLE3_CONVS, onednn_guard
 
 
 def _grad_rel(ref: nn.Module, other: nn.Module) -> float:
@@ -71,6 +73,18 @@ def check_device(device: str = 'cuda', arch: str = 'resnet18', batch: int = 4, s
             yr.square().mean().backward()
             yf.square().mean().backward()
             out[key] = max(relative_error(yf, yr), _grad_rel(ref, fast))
+
+        # the fast forward in training mode, channels_last against the default memory format
+        ref, nhwc = copy.deepcopy(model).train(), copy.deepcopy(model).train()
+        set_fast_forward(ref, True)
+        set_fast_forward(nhwc, True)
+        nhwc = nhwc.to(memory_format=torch.channels_last)
+        yr = ref(x)
+        yr.square().mean().backward()
+        with onednn_guard(device, True):
+            yc = nhwc(x.to(memory_format=torch.channels_last))
+            yc.square().mean().backward()
+        out['channels_last'] = max(relative_error(yc, yr), _grad_rel(ref, nhwc))
 
         with torch.no_grad():
             evolved = model(x)

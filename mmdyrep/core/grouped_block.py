@@ -15,7 +15,8 @@ its multiply-adds. :func:`grouped_forward` computes the same function with far f
   1×1 branch where it reads at stride 1 too) run as one conv with their kernels concatenated, and
   their BNs as one; the 1×1 branch's output then joins the origin's (its constant ``c``, below, as
   the origin's bias);
-* the branches' outputs are summed by one reduction over the concatenated BN output;
+* the branches' outputs are summed by one reduction over the concatenated BN output, in its memory
+  format (a channels-last block stays channels-last, forward and backward: no layout copies);
 * the padding with the middle BN's zero response ``c`` (as DBB pads, see :mod:`.branches`) is
   ``pad_0(y - c) + c``: the K×K conv and the K×K average then pad with zeros, and the constant
   ``c`` enters as their bias (``Σ W c``, ``c``), computed without a gradient, as the reference
@@ -23,9 +24,12 @@ its multiply-adds. :func:`grouped_forward` computes the same function with far f
   training-mode BN after it makes zero: so the gradients agree up to rounding).
 
 Same outputs, gradients and running statistics as the per-branch forward up to float rounding
-(tests in float64). Applies to a block whose branches hold plain ``nn.BatchNorm2d`` in training mode
-with one ``eps`` and one ``momentum`` (not ``None``), ``groups == 1`` and no nested block; anything
-else runs the per-branch forward. Pure PyTorch; imports only :mod:`.branches`.
+(tests in float64), in either memory format, and under ``torch.compile``: traced as one graph, the
+running statistics then updated in concatenated copies written back to each BN (the packing's storage
+checks cannot be traced; the compiler fuses the copies). Applies to a block whose branches hold plain
+``nn.BatchNorm2d`` in training mode with one ``eps`` and one ``momentum`` (not ``None``),
+``groups == 1`` and no nested block; anything else runs the per-branch forward. Pure PyTorch; imports
+only :mod:`.branches` and :mod:`.transforms`.
 """
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -34,6 +38,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .branches import Conv1x1AvgBranch, Conv1x1Branch, Conv1x1KxKBranch, Conv1xKBranch, ConvKx1Branch, ResidualBranch
+from .transforms import is_channels_last
 
 _BUFFERS = ('running_mean', 'running_var', 'num_batches_tracked')
 
@@ -136,14 +141,17 @@ def worth_grouping(block: nn.Module) -> bool:
     return norms is not None and all(n.training for n in norms) and len(norms) >= 3
 
 
-def _avg_weight(branch: Conv1x1AvgBranch, like: Tensor) -> Tensor:
-    """The K×K average as a depthwise kernel, kept on the branch between calls (not a buffer)."""
-    s = branch.spec
-    cached = getattr(branch, '_avg_weight', None)
-    if cached is None or cached.dtype != like.dtype or cached.device != like.device:
-        cached = torch.full((s.out_channels, 1, s.kernel_size, s.kernel_size), 1.0 / s.kernel_size**2,
-                            dtype=like.dtype, device=like.device)
-        branch._avg_weight = cached
+def _constant(module: nn.Module, name: str, shape: Tuple[int, ...], value: float, like: Tensor) -> Tensor:
+    """A ``shape`` tensor filled with ``value`` in ``like``'s dtype and device, kept on ``module`` as the
+    plain attribute ``name`` between calls (not a buffer: no ``state_dict`` entry; remade when the
+    shape, dtype or device changes). Under ``torch.compile`` made in the graph instead (the compiler
+    folds it; a module attribute set while tracing would only force a recompile)."""
+    if torch.compiler.is_compiling():
+        return torch.full(shape, value, dtype=like.dtype, device=like.device)
+    cached = getattr(module, name, None)
+    if cached is None or cached.shape != shape or cached.dtype != like.dtype or cached.device != like.device:
+        cached = torch.full(shape, value, dtype=like.dtype, device=like.device)
+        setattr(module, name, cached)
     return cached
 
 
@@ -160,13 +168,34 @@ def _joined(groups: List[List[Tensor]]) -> List[Optional[Tensor]]:
     return [next(pieces) if g else None for g in groups]
 
 
-def _zeros(block: nn.Module, channels: int, like: Tensor) -> Tensor:
-    """A ``[1, channels, 1, 1]`` zero input, kept on the block between calls (not a buffer)."""
-    cached = getattr(block, '_grouped_zeros', None)
-    if cached is None or cached.shape[1] != channels or cached.dtype != like.dtype or cached.device != like.device:
-        cached = torch.zeros(1, channels, 1, 1, dtype=like.dtype, device=like.device)
-        block._grouped_zeros = cached
-    return cached
+def _running_statistics(norms: Sequence[nn.BatchNorm2d], traced: bool) -> Tuple[Tensor, Tensor, Tensor]:
+    """``(running_mean, running_var, num_batches_tracked)`` of ``norms`` concatenated, as 1-D tensors the
+    grouped BNs update in place: in eager mode the packed spans of the BNs' own buffers
+    (:func:`pack_buffers`); while ``torch.compile`` traces (it cannot trace the packing's storage
+    checks) concatenated copies, which :func:`_write_back` copies into each BN (the compiler fuses both)."""
+    if not traced:
+        return pack_buffers(norms)
+    return tuple(torch.cat([getattr(n, key).reshape(-1) for n in norms]) for key in _BUFFERS)
+
+
+def _write_back(norms: Sequence[nn.BatchNorm2d], statistics: Sequence[Tensor]) -> None:
+    """Copy the concatenated statistics of :func:`_running_statistics` (``traced``) into each BN's buffers."""
+    for key, whole in zip(_BUFFERS, statistics):
+        buffers = [getattr(n, key) for n in norms]
+        for buffer, piece in zip(buffers, torch.split(whole, [b.numel() for b in buffers])):
+            buffer.copy_(piece.view_as(buffer))
+
+
+def _sum_groups(z: Tensor, count: int) -> Tensor:
+    """``[N, count·C, H, W] → [N, C, H, W]``: the sum of ``z``'s ``count`` consecutive channel groups, in
+    ``z``'s memory format forward and backward. (A channels-last ``z`` summed through an NCHW view
+    would give an NCHW sum, and an NCHW gradient to the BN before it: a layout copy each way.)"""
+    if count == 1:
+        return z
+    n, _, h, w = z.shape
+    if is_channels_last(z):
+        return z.permute(0, 2, 3, 1).view(n, h, w, count, -1).sum(3).permute(0, 3, 1, 2)
+    return z.view(n, count, -1, h, w).sum(1)
 
 
 def _joins_middle(branch: Optional[nn.Module]) -> bool:
@@ -178,12 +207,13 @@ def _joins_middle(branch: Optional[nn.Module]) -> bool:
 def grouped_forward(block: nn.Module, x: Tensor) -> Tensor:
     """``block(x)`` for a block that :func:`can_group`: see the module docstring."""
     s = block.spec
-    br: Dict[str, nn.Module] = dict(block.branches)
+    br: Dict[str, nn.Module] = dict(block.branches.items())  # (torch.compile mistraces dict(ModuleDict))
     kxk, avg = br.get('1x1_kxk'), br.get('1x1_avg')
     middle = [b.norm1 for b in (kxk, avg) if b is not None]
     last_names = [n for n in _LAST_ORDER if n in br]
     norms = middle + [br[n].norm for n in last_names]  # as group_norms orders them
-    running_mean, running_var, tracked = pack_buffers(norms)
+    traced = torch.compiler.is_compiling()
+    running_mean, running_var, tracked = statistics = _running_statistics(norms, traced)
     eps, momentum = norms[0].eps, norms[0].momentum
     # the first stage: the middle 1x1 convs, and the 1x1 branch where it reads x as they do (its BN is
     # packed right after theirs); the second stage: the other branches' last BNs
@@ -209,8 +239,8 @@ def grouped_forward(block: nn.Module, x: Tensor) -> Tensor:
         u = F.conv2d(x, u_weight.view(f, s.in_channels, 1, 1))
         y = F.batch_norm(u, running_mean[:f], running_var[:f], gamma_first, beta_first, True, momentum, eps)
         with torch.no_grad():  # the BNs' zero response c, from running statistics as the reference
-            zero = F.batch_norm(_zeros(block, f, y), running_mean[:f], running_var[:f], gamma_first, beta_first,
-                                False, 0.0, eps)
+            zeros_in = _constant(block, '_grouped_zeros', (1, f, 1, 1), 0.0, y)
+            zero = F.batch_norm(zeros_in, running_mean[:f], running_var[:f], gamma_first, beta_first, False, 0.0, eps)
         names = [n for n in ('1x1_kxk', '1x1_avg') if n in br] + joined
         sizes = [n.num_features for n in first_norms]
         parts = dict(zip(names, torch.split(y - zero, sizes, 1)))  # pad_c(y) = pad_0(y-c) + c
@@ -226,8 +256,10 @@ def grouped_forward(block: nn.Module, x: Tensor) -> Tensor:
                 kxk_bias = F.conv2d(c.expand(1, c.shape[1], size, size), w, None, 1, 0, s.dilation).reshape(-1)
             last_inputs['1x1_kxk'] = F.conv2d(parts['1x1_kxk'], w, kxk_bias, s.stride, s.padding, s.dilation)
         if avg is not None:
-            last_inputs['1x1_avg'] = F.conv2d(parts['1x1_avg'], _avg_weight(avg, y), zeros['1x1_avg'], s.stride,
-                                              s.padding, s.dilation, s.out_channels)
+            k = s.kernel_size
+            average = _constant(avg, '_avg_weight', (s.out_channels, 1, k, k), 1.0 / k**2, y)  # depthwise
+            last_inputs['1x1_avg'] = F.conv2d(parts['1x1_avg'], average, zeros['1x1_avg'], s.stride, s.padding,
+                                              s.dilation, s.out_channels)
     out = F.conv2d(x, block.origin.weight, bias, s.stride, s.padding, s.dilation)
     for part in joined_parts:
         out = out + part
@@ -239,10 +271,9 @@ def grouped_forward(block: nn.Module, x: Tensor) -> Tensor:
         last_inputs['residual'] = x
     z = _cat([last_inputs[n] for n in last_names], 1)
     z = F.batch_norm(z, running_mean[f:], running_var[f:], gamma_last, beta_last, True, momentum, eps)
-    if len(last_names) > 1:
-        n_, _, h, w_ = z.shape
-        z = z.view(n_, len(last_names), s.out_channels, h, w_).sum(1)
-    return out + z
+    if traced:
+        _write_back(norms, statistics)
+    return out + _sum_groups(z, len(last_names))
 
 
 __all__ = ['can_group', 'group_norms', 'grouped_forward', 'pack_block', 'pack_buffers', 'worth_grouping']

@@ -142,6 +142,11 @@ def pad_or_crop(x: Tensor, pad_h: int, pad_w: int) -> Tensor:
     return torch.nn.functional.pad(x, [pad_w, pad_w, pad_h, pad_h])
 
 
+def is_channels_last(x: Tensor) -> bool:
+    """Whether ``x`` ``[N, C, H, W]`` is laid out channels-last (NHWC) rather than contiguous (NCHW)."""
+    return not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
+
+
 class _ConstantPad(torch.autograd.Function):
     """``constant_pad`` in one pass: the border is filled, the interior copied once; the backward is
     a view of the gradient (and a border sum for ``value``), written in differentiable ops, so a
@@ -150,7 +155,8 @@ class _ConstantPad(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: Tensor, value: Tensor, pad: int) -> Tensor:
         n, c, h, w = x.shape
-        out = x.new_empty((n, c, h + 2 * pad, w + 2 * pad))
+        out = torch.empty((n, c, h + 2 * pad, w + 2 * pad), dtype=x.dtype, device=x.device,
+                          memory_format=torch.channels_last if is_channels_last(x) else torch.contiguous_format)
         v = value.detach().to(x.dtype).reshape(1, c, 1, 1)
         out[:, :, :pad] = v
         out[:, :, pad + h:] = v

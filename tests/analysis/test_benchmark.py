@@ -4,10 +4,12 @@ import json
 
 import pytest
 import torch
+from torch import nn
 
 from mmdyrep.analysis import benchmark
 from mmdyrep.analysis.device_checks import check_device
-from mmdyrep.core import iter_blocks
+from mmdyrep.core import fast_block, grow, iter_blocks
+from mmdyrep.core.block import set_fast_forward
 from tests.e2e.helpers import output, run_tool
 
 
@@ -34,8 +36,9 @@ def test_block_ops_fast_path_issues_fewer():
 def test_cli_end_to_end_on_cpu(tmp_path):
     out = tmp_path / 'cost.json'
     proc = run_tool(['tools/analysis/torchvision_cost.py', '--archs', 'resnet18', '--batches', '2', '--size', '32',
-                     '--repeats', '1', '--warmup', '0', '--precisions', 'fp32', '--out', out])
+                     '--repeats', '1', '--warmup', '0', '--precisions', 'fp32', '--channels-last', '--out', out])
     result = json.loads(out.read_text())
+    assert result['channels_last'] and result['compile_backend'] is None
     timing = result['archs']['resnet18']['timing']['fp32/2']
     assert set(timing) == {'origin', 'repvgg', 'repvgg+fast', 'dbb', 'dbb+fast', 'dyrep', 'dyrep+fast'}
     assert timing['origin']['time_ratio'] == 1.0 and all(t['median_s'] > 0 for t in timing.values())
@@ -51,7 +54,8 @@ def test_device_checks_on_cpu():
     errors = check_device('cpu', 'resnet18', batch=2, size=64)
     for key in ('grow', 'fast_norm_eval', 'cut', 'deploy'):
         assert errors[key] < 1e-5, (key, errors[key])
-    assert errors['fast_train'] < 1e-4  # gradients too; BN over 8 values per channel at layer4 here
+    # gradients too; BN over 8 values per channel at layer4 here
+    assert errors['fast_train'] < 1e-4 and errors['channels_last'] < 1e-4
     assert errors['bf16_steps'] < 0.2  # finite, and near the per-branch run after 3 bf16 steps
 
 
@@ -63,3 +67,54 @@ def test_needs_nothing_from_openmmlab():
             "import mmdyrep.analysis.benchmark, mmdyrep.analysis.device_checks\nprint('ok')")
     proc = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0 and proc.stdout.strip() == 'ok', proc.stderr
+
+
+def _tiny(grown: bool) -> nn.Module:
+    """A 1000-class model small enough to compile in seconds; ``grown``: its 3x3 conv with every branch."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, 1, 1, bias=False), nn.BatchNorm2d(8), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+                          nn.Flatten(), nn.Linear(8, 1000))
+    if grown:
+        grow(model, ['0'])
+        set_fast_forward(model, True)
+    return model
+
+
+def test_compiled_models_in_channels_last_on_cpu(monkeypatch):
+    """The compile path of the benchmark (``--compile``) with the ``aot_eager`` backend (inductor takes
+    minutes here) and channels_last, the BNs grouped as on a GPU: each compiled model compiles in its
+    own first step, is timed beside the eager ones, starts from the eager model's loss and updates its
+    BN buffers at every step (the grouped statistics are written back under torch.compile)."""
+    monkeypatch.setitem(fast_block.GROUP_BNS, 'cpu', True)
+    torch._dynamo.reset()
+    models = {'origin': _tiny(False), 'dyrep+fast': _tiny(True)}
+    models = {n: m.to(memory_format=torch.channels_last) for n, m in models.items()}
+    models['dyrep'] = _tiny(True)  # a per-branch reference: not compiled
+    set_fast_forward(models['dyrep'], False)
+    models = benchmark.with_compiled(models, backend='aot_eager')
+    assert list(models) == ['origin', 'dyrep+fast', 'dyrep', 'origin+compile', 'dyrep+fast+compile']
+
+    def no_compiler(gm, example_inputs):  # as inductor fails on a machine without a C compiler for Triton
+        raise RuntimeError('Failed to find C compiler')
+
+    models['broken+compile'] = torch.compile(_tiny(False), backend=no_compiler)
+    logs = []
+    timing = benchmark.time_modes(models, batch=2, size=16, precision='fp32', device='cpu', warmup=1, repeats=1,
+                                  log=logs.append, channels_last=True)
+    assert any('dyrep+fast+compile: first step' in line for line in logs)
+    assert 'C compiler' in timing.pop('broken+compile')['error']  # recorded; the others are timed
+    for name, r in timing.items():
+        assert r['median_s'] > 0 and ('first_step_s' in r) == name.endswith('+compile')
+        assert ('time_ratio_compiled' in r) == name.endswith('+compile')
+    assert timing['origin+compile']['time_ratio_compiled'] == 1.0
+    for name in ('origin+compile', 'dyrep+fast+compile'):
+        assert timing[name]['loss_vs_eager'] < 1e-6, name
+    steps = lambda m: int(m.get_submodule('0.branches.1x1.norm').num_batches_tracked)  # noqa: E731
+    assert steps(models['dyrep+fast']) == 2 and steps(models['dyrep+fast+compile']) == 3  # + the compiling step
+    assert models['dyrep+fast+compile'].get_submodule('_orig_mod.0').branches['1x1'].conv.weight.is_contiguous(
+        memory_format=torch.channels_last)
+    timing['broken+compile'] = {'error': 'RuntimeError: Failed to find C compiler'}
+    lines = benchmark.table({'archs': {'tiny': {'ops': {}, 'timing': {'fp32/2': timing}}}, 'block_ops': {}})
+    assert any('dyrep+fast+compile' in line and 'first step' in line for line in lines)
+    assert any('broken+compile' in line and 'C compiler' in line for line in lines)
+    torch._dynamo.reset()

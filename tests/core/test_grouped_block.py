@@ -208,3 +208,53 @@ def test_bf16_autocast_train_step(group_on_cpu):
         assert torch.isfinite(pf.grad).all(), name
     gr, gf = ref.origin.weight.grad, block.origin.weight.grad
     assert ((gr - gf).abs().max() / gr.abs().max()).item() < 5e-2
+
+
+def test_constants_are_kept_per_dtype():
+    """The zero input and the average's kernel are made once per block / branch and dtype (not buffers)."""
+    block = make_block(SPECS['residual'])
+    block.train()
+    x = torch.randn(2, 6, 9, 9, dtype=torch.float64)
+    grouped_forward(block, x)
+    zeros, average = block._grouped_zeros, block.branches['1x1_avg']._avg_weight
+    assert zeros.shape == (1, 6 + 6 + 6, 1, 1) and not zeros.any()  # the middle BNs and the joined 1x1's
+    assert average.shape == (6, 1, 3, 3) and torch.all(average == 1 / 9)
+    grouped_forward(block, x)
+    assert block._grouped_zeros is zeros and block.branches['1x1_avg']._avg_weight is average
+    assert 'grouped_zeros' not in str(list(block.state_dict()))
+    grouped_forward(block.float(), x.float())
+    assert block._grouped_zeros.dtype == block.branches['1x1_avg']._avg_weight.dtype == torch.float32
+
+
+def test_traced_by_torch_compile(group_on_cpu):
+    """torch.compile traces the grouped forward as one graph (no break at the packing's storage checks,
+    which it cannot trace; no recompile at the second step) and computes what eager mode does: outputs,
+    gradients and every BN buffer, float64. The backend is ``aot_eager`` (AOTAutograd's functionalised
+    graph, run eagerly): inductor would take minutes on this CPU; the GPU benchmark runs inductor
+    (tools/analysis/gpu_check.sh)."""
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(6, 6, 3, 1, 1, bias=False), nn.BatchNorm2d(6), nn.ReLU(),
+                          nn.Conv2d(6, 8, 3, 2, 1, bias=False)).double()
+    grow(model, ['0', '3'])
+    model.train()
+    ref = copy.deepcopy(model)
+    assert worth_grouping(model[0]) and worth_grouping(model[3])
+    compiled = torch.compile(model, backend='aot_eager', fullgraph=True)
+    x = torch.randn(2, 6, 16, 16, dtype=torch.float64)
+    for step in range(2):
+        with torch._dynamo.config.patch(error_on_recompile=step > 0):
+            xr, xc = x.clone().requires_grad_(), x.clone().requires_grad_()
+            yr, yc = ref(xr), compiled(xc)
+            w = torch.randn(yr.shape, generator=torch.Generator().manual_seed(step), dtype=yr.dtype)
+            (yr * w).sum().backward()
+            (yc * w).sum().backward()
+        assert ((yr - yc).abs().max() / yr.abs().max()).item() <= 1e-12
+        assert ((xr.grad - xc.grad).abs().max() / xr.grad.abs().max()).item() <= 1e-12
+    scale = max(p.grad.abs().max().item() for p in ref.parameters())
+    for (name, pr), pc in zip(ref.named_parameters(), model.parameters()):
+        assert (pr.grad - pc.grad).abs().max().item() <= 1e-12 * scale, name
+    for (name, br), bc in zip(ref.named_buffers(), model.buffers()):
+        assert torch.allclose(bc.double(), br.double(), rtol=1e-12, atol=1e-12), name
+    assert int(model[3].branches['1x1'].norm.num_batches_tracked) == 2
+    torch._dynamo.reset()

@@ -1,19 +1,53 @@
 #!/usr/bin/env bash
 # Issue 12's GPU measurements in one call, on a machine with PyTorch, torchvision and a CUDA GPU and
 # nothing from OpenMMLab (the `device` tool's machine: no wheels to carry). Writes under $OUT:
-#   checks.json  exactness of grow / fast forward / cut / deploy in fp32 (TF32 off), bf16 train steps
-#   cost.json    tools/analysis/torchvision_cost.py: origin / RepVGG / DBB / DyRep, fp32 and bf16,
-#                batch 64 and 256, time, x origin, peak memory, aten ops per step
+#   checks.json         exactness of grow / fast forward / channels_last / cut / deploy in fp32 (TF32 off),
+#                       bf16 train steps
+#   cost.json           tools/analysis/torchvision_cost.py: origin / RepVGG / DBB / DyRep, fp32 and bf16,
+#                       batch 64 and 256, time, x origin, peak memory, aten ops per step
+#   cost_nhwc.json      the same with --channels-last, ResNet-50, bf16, batch 64 and 256, origin and +fast
+#   compile_dyrep.json  --compile (inductor), ResNet-18, bf16, batch 64: origin and dyrep+fast, eager and
+#   compile_dbb.json    compiled; the same for dbb+fast (its compile is the slowest: last)
+# and each stage's log as <name>.txt. Every stage runs under `timeout` within BUDGET seconds for the
+# whole script (default 450: the device run allows 8 minutes), at most its own cap; a stage that would
+# start with less than 45 s left is skipped. The benchmark rewrites its JSON after every setting, so a
+# stage stopped by its limit keeps what it measured; a compile stage stopped while compiling has no
+# timing (its log shows how far it got).
 # Usage (from the repository root):  OUT=/tmp/gpu bash tools/analysis/gpu_check.sh
 set -uo pipefail
 OUT=${OUT:-gpu_out}
 PY=${PYTHON:-python3}
+BUDGET=${BUDGET:-450}
+W=${WARMUP:-3}
+R=${REPEATS:-10}
 mkdir -p "$OUT"
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
 start=$(date +%s)
-$PY tools/analysis/device_checks.py --device cuda --out "$OUT/checks.json" 2>&1 | tee "$OUT/checks.txt"
-echo "checks: $(( $(date +%s) - start )) s"
-$PY tools/analysis/torchvision_cost.py --device cuda --warmup ${WARMUP:-3} --repeats ${REPEATS:-10} \
-    --out "$OUT/cost.json" 2>&1 | tee "$OUT/cost.txt"
+
+# stage NAME CAP_S ARGS...: run `$PY ARGS...` for at most min(CAP_S, time left), log in $OUT/NAME.txt
+stage() {
+    local name=$1 cap=$2 left limit rc
+    shift 2
+    left=$(( BUDGET - ($(date +%s) - start) ))
+    limit=$(( cap < left ? cap : left ))
+    if (( limit < 45 )); then
+        echo "$name: skipped, ${left} s left of BUDGET=${BUDGET}" | tee "$OUT/$name.txt"
+        return
+    fi
+    echo "== $name (limit ${limit} s)"
+    timeout -k 10 "$limit" $PY "$@" 2>&1 | tee "$OUT/$name.txt"
+    rc=${PIPESTATUS[0]}
+    (( rc == 124 || rc == 137 )) && echo "$name: stopped at its limit of ${limit} s" | tee -a "$OUT/$name.txt"
+    echo "$name: exit $rc at $(( $(date +%s) - start )) s"
+}
+
+stage checks 100 tools/analysis/device_checks.py --device cuda --out "$OUT/checks.json"
+stage cost 230 tools/analysis/torchvision_cost.py --device cuda --warmup "$W" --repeats "$R" --out "$OUT/cost.json"
+stage cost_nhwc 60 tools/analysis/torchvision_cost.py --device cuda --warmup "$W" --repeats "$R" --channels-last \
+    --archs resnet50 --precisions bf16 --batches 64 256 --modes dyrep dbb --no-per-branch --out "$OUT/cost_nhwc.json"
+for mode in dyrep dbb; do
+    stage "compile_$mode" 150 tools/analysis/torchvision_cost.py --device cuda --warmup "$W" --repeats "$R" --compile \
+        --archs resnet18 --precisions bf16 --batches 64 --modes "$mode" --no-per-branch --out "$OUT/compile_$mode.json"
+done
 echo "total: $(( $(date +%s) - start )) s"

@@ -2,13 +2,19 @@
 """Training cost of DyRep, RepVGG and DBB against the plain model on torchvision ResNets: PyTorch only.
 
     python tools/analysis/torchvision_cost.py [--archs resnet18 resnet50] [--precisions fp32 bf16]
-        [--batches 64 256] [--device cuda] [--structure resnet50=STRUCTURE.json] --out OUT.json
+        [--batches 64 256] [--device cuda] [--structure resnet50=STRUCTURE.json] [--channels-last]
+        [--compile [--compile-backend inductor]] [--no-per-branch] --out OUT.json
 
 Needs torch and torchvision, nothing from OpenMMLab: the command for a GPU machine (see
 :mod:`mmdyrep.analysis.benchmark` for the modes and the measurement). Prints per setting the median
 train step, its ratio to origin, peak memory and aten ops per step, then the ops of one 3x3 block.
 ``--structure ARCH=FILE`` replays an evolved structure (a JSON object as ``extract_structure`` gives,
 or a file holding one under ``dyrep_structure``) instead of the fixed Table-3-sized one.
+``--channels-last`` runs models and input in ``torch.channels_last`` memory format; ``--compile`` also
+times ``torch.compile`` of origin and of every ``+fast`` model (give one batch and one precision: each
+new one compiles again); ``--no-per-branch`` leaves out the per-branch reference forwards. With
+``--out``, the JSON is rewritten after every setting, so a run stopped by a time limit keeps what it
+measured.
 """
 import argparse
 import json
@@ -32,6 +38,11 @@ def parse_args(argv=None):
     p.add_argument('--repeats', type=int, default=20 if gpu else 3)
     p.add_argument('--threads', type=int, default=1, help='CPU threads (0: torch default)')
     p.add_argument('--structure', action='append', default=[], metavar='ARCH=FILE')
+    p.add_argument('--channels-last', action='store_true', help='models and input in channels_last memory format')
+    p.add_argument('--compile', action='store_true', help='also torch.compile origin and every +fast model')
+    p.add_argument('--compile-backend', default='inductor', help="torch.compile backend (tests: 'aot_eager')")
+    p.add_argument('--no-per-branch', dest='per_branch', action='store_false',
+                   help='leave out the per-branch reference forwards (only origin and +fast)')
     p.add_argument('--out', default=None)
     args = p.parse_args(argv)
     if 'origin' not in args.modes:
@@ -58,14 +69,21 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     if args.device == 'cpu' and args.threads:
         torch.set_num_threads(args.threads)
+    command = ' '.join(sys.argv)
+
+    def save(result: dict) -> None:
+        if args.out:
+            with open(args.out, 'w') as f:
+                json.dump({**result, 'command': command}, f, indent=1)
+
     result = benchmark.run(args.archs, args.modes, args.batches, args.precisions, args.size, args.device,
-                           args.warmup, args.repeats, args.structures, log=lambda s: print(s, flush=True))
+                           args.warmup, args.repeats, args.structures, log=lambda s: print(s, flush=True),
+                           per_branch=args.per_branch, channels_last=args.channels_last,
+                           compile_backend=args.compile_backend if args.compile else None, progress=save)
     print()
     print('\n'.join(benchmark.table(result)))
+    save(result)
     if args.out:
-        result['command'] = ' '.join(sys.argv)
-        with open(args.out, 'w') as f:
-            json.dump(result, f, indent=1)
         print(f'wrote {args.out}')
     return 0
 

@@ -64,7 +64,7 @@ def test_needs_nothing_from_openmmlab():
     import subprocess
     import sys
     code = ("import sys\nfor m in ('mmengine', 'mmcv', 'mmdet', 'mmseg', 'mmpretrain'): sys.modules[m] = None\n"
-            "import mmdyrep.analysis.benchmark, mmdyrep.analysis.device_checks\nprint('ok')")
+            "import mmdyrep.analysis.benchmark, mmdyrep.analysis.device_checks, mmdyrep.analysis.kernels\nprint('ok')")
     proc = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0 and proc.stdout.strip() == 'ok', proc.stderr
 

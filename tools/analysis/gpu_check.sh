@@ -5,6 +5,8 @@
 #                       bf16 train steps
 #   cost.json           tools/analysis/torchvision_cost.py: origin / RepVGG / DBB / DyRep, fp32 and bf16,
 #                       batch 64 and 256, time, x origin, peak memory, aten ops per step
+#   kernels.json        tools/analysis/block_kernels.py: CUDA kernels and time of one train step of a 3x3 block
+#                       (C = 64, 64x64x56x56, bf16): conv + BN, dyrep and dbb per branch, fast, fast compiled
 #   cost_nhwc.json      the same with --channels-last, ResNet-50, bf16, batch 64 and 256, origin and +fast
 #   compile_dyrep.json  --compile (inductor), ResNet-18, bf16, batch 64: origin and dyrep+fast, eager and
 #   compile_dbb.json    compiled; the same for dbb+fast (its compile is the slowest: last)
@@ -44,6 +46,7 @@ stage() {
 
 stage checks 100 tools/analysis/device_checks.py --device cuda --out "$OUT/checks.json"
 stage cost 230 tools/analysis/torchvision_cost.py --device cuda --warmup "$W" --repeats "$R" --out "$OUT/cost.json"
+stage kernels 90 tools/analysis/block_kernels.py --device cuda --out "$OUT/kernels.json"
 stage cost_nhwc 60 tools/analysis/torchvision_cost.py --device cuda --warmup "$W" --repeats "$R" --channels-last \
     --archs resnet50 --precisions bf16 --batches 64 256 --modes dyrep dbb --no-per-branch --out "$OUT/cost_nhwc.json"
 for mode in dyrep dbb; do

@@ -1,0 +1,146 @@
+"""Kernels one train step of a single DyRep block launches on a GPU: issue 12's launch proxy, measured.
+
+:func:`mmdyrep.analysis.benchmark.block_ops` counts the aten ops a step dispatches, the same on any
+machine; what a GPU runs is fewer (allocations launch nothing) or more (an op may launch several
+kernels), and ``torch.compile`` fuses ops into generated kernels that no dispatch count sees. Here one
+3×3 conv + BN (``C`` channels, ``N × C × H × W`` input requiring a gradient, as inside a network,
+training-mode BNs) and the blocks grown from it (every branch type: ``dyrep``; DBB's set: ``dbb``) run
+forward + sum + backward; :func:`block_kernels` reports per variant
+
+* ``kernels``: on a CUDA device, the device-side events ``torch.profiler`` records for one step
+  (kernels, memsets, memcpys); elsewhere the aten ops of :func:`~.ops.count_ops` (then named
+  ``aten_ops``; of a compiled variant, the ops its compiled code dispatches, which says nothing of the
+  kernels a GPU backend would fuse);
+* ``ms``: the median step time after warm-up, synchronised;
+
+for the per-branch forward, the fast forward (grouped BNs on a GPU) and, with ``compile_backend``, the
+fast forward under ``torch.compile`` (``+compile``: the compile happens in the warm-up and is timed
+alone as ``compile_s``). Pure PyTorch.
+"""
+import statistics
+import time
+from typing import Callable, Optional
+
+import torch
+from torch import nn
+
+from mmdyrep.core import grow
+from mmdyrep.core.block import set_fast_forward
+from .benchmark import PRECISIONS, STATIC
+from .ops import count_ops
+from .timing import sync
+
+#: the variants, in the order they run (the compiled ones last: the slowest to prepare)
+VARIANTS = ('conv+bn', 'dyrep', 'dyrep+fast', 'dbb', 'dbb+fast', 'dyrep+fast+compile', 'dbb+fast+compile')
+
+
+def build_block(variant: str, channels: int, seed: int = 0) -> nn.Module:
+    """``nn.Sequential(conv 3×3, BN)``, grown as ``variant`` says (see :data:`VARIANTS`), in training mode."""
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.Conv2d(channels, channels, 3, 1, 1, bias=False), nn.BatchNorm2d(channels))
+    kind = variant.split('+')[0]
+    if kind == 'dyrep':
+        grow(model, ['0'])
+    elif kind == 'dbb':
+        grow(model, ['0'], list(STATIC['dbb']))
+    elif kind != 'conv':
+        raise ValueError(f"unknown variant '{variant}' (choose from {', '.join(VARIANTS)})")
+    if kind != 'conv':
+        set_fast_forward(model, '+fast' in variant)
+    return model.train()
+
+
+def device_kernels(step: Callable[[], None]) -> int:
+    """The device-side events (kernels, memsets, memcpys) ``torch.profiler`` records for one ``step()``
+    on CUDA."""
+    from torch.autograd import DeviceType
+    from torch.profiler import ProfilerActivity, profile
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        step()
+        torch.cuda.synchronize()
+    return sum(1 for e in prof.events() if e.device_type == DeviceType.CUDA)
+
+
+def block_kernels(device: str = 'cuda', channels: int = 64, size: int = 56, batch: int = 64, precision: str = 'bf16',
+                  compile_backend: Optional[str] = 'inductor', warmup: int = 3, repeats: int = 10,
+                  variants=VARIANTS, progress: Optional[Callable[[dict], None]] = None) -> dict:
+    """Per variant: kernels (or aten ops) of one train step, their ratio to ``conv+bn``'s, median step
+    time; compiled variants only with ``compile_backend``. A variant that raises (e.g. no C compiler
+    for Triton) gets ``{'error': ...}`` and the others still run. ``progress(result)`` after each."""
+    cuda = torch.device(device).type == 'cuda'
+    unit = 'kernels' if cuda else 'aten_ops'
+    amp = PRECISIONS[precision]
+    result = {'device': device, 'channels': channels, 'input': [batch, channels, size, size],
+              'precision': precision, 'unit': unit, 'compile_backend': compile_backend, 'variants': {}}
+    x = torch.randn(batch, channels, size, size, device=device, requires_grad=True)
+    for variant in variants:
+        compiled = variant.endswith('+compile')
+        if compiled and not compile_backend:
+            continue
+        try:
+            model = build_block(variant, channels).to(device)
+            forward = torch.compile(model, backend=compile_backend) if compiled else model
+
+            def step():
+                with torch.autocast(torch.device(device).type, dtype=amp or torch.float32, enabled=amp is not None):
+                    out = forward(x)
+                out.float().sum().backward()
+                x.grad = None
+                for p in model.parameters():
+                    p.grad = None
+
+            entry = {}
+            sync(device)
+            t0 = time.perf_counter()
+            step()  # the first step packs BN buffers and, compiled, compiles
+            sync(device)
+            if compiled:
+                entry['compile_s'] = time.perf_counter() - t0
+            for _ in range(max(warmup - 1, 0)):
+                step()
+            try:
+                entry[unit] = device_kernels(step) if cuda else sum(count_ops(step).values())
+            except Exception as e:  # keep the timing
+                entry[f'{unit}_error'] = f'{type(e).__name__}: {e}'.splitlines()[0][:300]
+            times = []
+            for _ in range(repeats):
+                sync(device)
+                t0 = time.perf_counter()
+                step()
+                sync(device)
+                times.append(time.perf_counter() - t0)
+            entry['ms'] = 1e3 * statistics.median(times)
+        except Exception as e:  # the other variants still count
+            entry = {'error': f'{type(e).__name__}: {e}'.splitlines()[0][:300]}
+        result['variants'][variant] = entry
+        base = result['variants'].get('conv+bn', {})
+        for res in result['variants'].values():
+            if unit in res and base.get(unit):
+                res['ratio'] = res[unit] / base[unit]
+            if 'ms' in res and base.get('ms'):
+                res['time_ratio'] = res['ms'] / base['ms']
+        if progress is not None:
+            progress(result)
+    return result
+
+
+def table(result: dict) -> list:
+    """One printable line per variant."""
+    unit = result['unit']
+    lines = [f"3x3 block, input {'x'.join(map(str, result['input']))}, {result['precision']}, {result['device']}: "
+             f'{unit} per train step (forward + backward)']
+    for name, res in result['variants'].items():
+        if 'error' in res:
+            lines.append(f'  {name:20s} error: {res["error"]}')
+            continue
+        count = f'{res[unit]:5d} {unit} {res.get("ratio", float("nan")):5.2f}x' if unit in res else \
+            f'{unit}: {res.get(unit + "_error")}'
+        line = f'  {name:20s} {count}   {res["ms"]:8.2f} ms {res.get("time_ratio", float("nan")):5.2f}x'
+        if 'compile_s' in res:
+            line += f'   (compile {res["compile_s"]:.1f} s)'
+        lines.append(line)
+    return lines
+
+
+__all__ = ['VARIANTS', 'block_kernels', 'build_block', 'device_kernels', 'table']

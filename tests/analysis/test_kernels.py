@@ -1,0 +1,46 @@
+"""The per-block kernel count of issue 12 (mmdyrep.analysis.kernels): on CPU it counts aten ops, with
+the fast and the compiled forwards beside the per-branch one; the CUDA profiler path runs on a GPU only
+(tools/analysis/gpu_check.sh)."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from mmdyrep.analysis.kernels import block_kernels
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_block_kernels_on_cpu_count_ops_and_compile():
+    result = block_kernels('cpu', channels=8, size=8, batch=2, precision='fp32', compile_backend='aot_eager',
+                           warmup=1, repeats=1)
+    v = result['variants']
+    assert result['unit'] == 'aten_ops' and not any('error' in r for r in v.values()), v
+    assert v['conv+bn']['aten_ops'] == 8 and v['conv+bn']['ratio'] == 1.0
+    # on CPU the fast forward keeps the per-branch forward for training-mode BNs (fast_block.GROUP_BNS)
+    assert v['dyrep']['aten_ops'] > v['dbb']['aten_ops'] > v['conv+bn']['aten_ops']
+    for name in ('dyrep+fast+compile', 'dbb+fast+compile'):
+        assert v[name]['compile_s'] > 0 and v[name]['ms'] > 0
+
+
+def test_cli_writes_json(tmp_path):
+    out = tmp_path / 'k.json'
+    proc = subprocess.run([sys.executable, str(ROOT / 'tools/analysis/block_kernels.py'), '--device', 'cpu',
+                           '--channels', '4', '--size', '6', '--batch', '2', '--no-compile', '--warmup', '0',
+                           '--repeats', '1', '--out', str(out)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(out.read_text())
+    assert set(data['variants']) == {'conv+bn', 'dyrep', 'dyrep+fast', 'dbb', 'dbb+fast'}
+    assert 'block_kernels.py' in data['command'] and 'conv+bn' in proc.stdout
+
+
+@pytest.mark.parametrize('bad', [['--channels', '0'], ['--device', 'cuda:7']])
+def test_cli_refuses_bad_input(bad):
+    if bad[0] == '--device' and torch.cuda.is_available():
+        pytest.skip('a CUDA device exists')
+    proc = subprocess.run([sys.executable, str(ROOT / 'tools/analysis/block_kernels.py'), *bad],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and bad[0] in proc.stderr

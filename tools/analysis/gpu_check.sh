@@ -15,11 +15,15 @@
 # start with less than 45 s left is skipped. The benchmark rewrites its JSON after every setting, so a
 # stage stopped by its limit keeps what it measured; a compile stage stopped while compiling has no
 # timing (its log shows how far it got).
+# STAGES (default: all, in this order) names the stages to run, e.g. a second call for what a first
+# one skipped: STAGES="cost_nhwc compile_dyrep compile_dbb". The stages' caps add up to more than
+# BUDGET, so the last ones are skipped when the first ones use their caps.
 # Usage (from the repository root):  OUT=/tmp/gpu bash tools/analysis/gpu_check.sh
 set -uo pipefail
 OUT=${OUT:-gpu_out}
 PY=${PYTHON:-python3}
 BUDGET=${BUDGET:-450}
+STAGES=${STAGES:-checks cost kernels cost_nhwc compile_dyrep compile_dbb}
 W=${WARMUP:-3}
 R=${REPEATS:-10}
 mkdir -p "$OUT"
@@ -31,6 +35,7 @@ start=$(date +%s)
 stage() {
     local name=$1 cap=$2 left limit rc
     shift 2
+    [[ " $STAGES " == *" $name "* ]] || return 0
     left=$(( BUDGET - ($(date +%s) - start) ))
     limit=$(( cap < left ? cap : left ))
     if (( limit < 45 )); then

@@ -51,7 +51,7 @@ stage() {
 
 stage checks 100 tools/analysis/device_checks.py --device cuda --out "$OUT/checks.json"
 stage cost 230 tools/analysis/torchvision_cost.py --device cuda --warmup "$W" --repeats "$R" --out "$OUT/cost.json"
-stage kernels 90 tools/analysis/block_kernels.py --device cuda --out "$OUT/kernels.json"
+stage kernels 120 tools/analysis/block_kernels.py --device cuda --out "$OUT/kernels.json"
 stage cost_nhwc 60 tools/analysis/torchvision_cost.py --device cuda --warmup "$W" --repeats "$R" --channels-last \
     --archs resnet50 --precisions bf16 --batches 64 256 --modes dyrep dbb --no-per-branch --out "$OUT/cost_nhwc.json"
 for mode in dyrep dbb; do

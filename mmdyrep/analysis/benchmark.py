@@ -192,6 +192,20 @@ def time_modes(models: Dict[str, nn.Module], batch: int, size: int, precision: s
     return {**out, **failed}
 
 
+def conv_bn(channels: int, mode: str = 'origin', seed: int = 0) -> nn.Module:
+    """``nn.Sequential(conv 3×3, BN)`` with ``channels`` in and out, from the weights of ``seed``; its conv
+    grown with every branch type (``dyrep``) or a static set (``repvgg``, ``dbb``), or plain (``origin``)."""
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.Conv2d(channels, channels, 3, 1, 1, bias=False), nn.BatchNorm2d(channels))
+    if mode in STATIC:
+        grow(model, ['0'], list(STATIC[mode]))
+    elif mode == 'dyrep':
+        grow(model, ['0'])
+    elif mode != 'origin':
+        raise ValueError(f"unknown mode '{mode}' (choose from {', '.join(MODES)})")
+    return model
+
+
 def block_ops(channels: int = 64, size: int = 16) -> Dict[str, dict]:
     """Aten ops of one train step (on ``meta``, see :func:`model_ops`) of a 3×3 conv + BN (C =
     ``channels``, training-mode BNs, the input requiring a gradient as inside a network) and of the block
@@ -199,12 +213,8 @@ def block_ops(channels: int = 64, size: int = 16) -> Dict[str, dict]:
     (``dyrep``), DBB's and RepVGG's sets, each per branch and ``+fast``."""
     out = {}
     x = torch.randn(2, channels, size, size, device='meta', requires_grad=True)
-    for mode, branches in (('origin', None), ('dyrep', None), ('dbb', STATIC['dbb']), ('repvgg', STATIC['repvgg'])):
-        torch.manual_seed(0)
-        model = nn.Sequential(nn.Conv2d(channels, channels, 3, 1, 1, bias=False), nn.BatchNorm2d(channels))
-        if mode != 'origin':
-            grow(model, ['0'], list(branches) if branches else None)
-        model.to('meta').train()
+    for mode in ('origin', 'dyrep', 'dbb', 'repvgg'):
+        model = conv_bn(channels, mode).to('meta').train()
         for fast in ((False, True) if mode != 'origin' else (False, )):
             set_fast_forward(model, fast)
             train_step_ops(model, x)  # the first call packs BN buffers
@@ -327,5 +337,5 @@ def table(result: dict) -> List[str]:
     return lines
 
 
-__all__ = ['ARCHS', 'COMPILED', 'MODES', 'TABLE3_CONVS', 'block_ops', 'build', 'model_ops', 'models_for', 'run',
-           'onednn_guard', 'table', 'time_modes', 'with_compiled']
+__all__ = ['ARCHS', 'COMPILED', 'MODES', 'TABLE3_CONVS', 'block_ops', 'build', 'conv_bn', 'model_ops', 'models_for',
+           'onednn_guard', 'run', 'table', 'time_modes', 'with_compiled']

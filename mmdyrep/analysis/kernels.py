@@ -18,33 +18,27 @@ fast forward under ``torch.compile`` (``+compile``: the compile happens in the w
 alone as ``compile_s``). Pure PyTorch.
 """
 import statistics
-import time
 from typing import Callable, Optional
 
 import torch
 from torch import nn
 
-from mmdyrep.core import grow
 from mmdyrep.core.block import set_fast_forward
-from .benchmark import PRECISIONS, STATIC
+from .benchmark import PRECISIONS, conv_bn
 from .ops import count_ops
-from .timing import sync
+from .timing import timed
 
 #: the variants, in the order they run (the compiled ones last: the slowest to prepare)
 VARIANTS = ('conv+bn', 'dyrep', 'dyrep+fast', 'dbb', 'dbb+fast', 'dyrep+fast+compile', 'dbb+fast+compile')
 
 
 def build_block(variant: str, channels: int, seed: int = 0) -> nn.Module:
-    """``nn.Sequential(conv 3×3, BN)``, grown as ``variant`` says (see :data:`VARIANTS`), in training mode."""
-    torch.manual_seed(seed)
-    model = nn.Sequential(nn.Conv2d(channels, channels, 3, 1, 1, bias=False), nn.BatchNorm2d(channels))
-    kind = variant.split('+')[0]
-    if kind == 'dyrep':
-        grow(model, ['0'])
-    elif kind == 'dbb':
-        grow(model, ['0'], list(STATIC['dbb']))
-    elif kind != 'conv':
+    """:func:`~.benchmark.conv_bn` grown as ``variant`` says (see :data:`VARIANTS`), with the fast or the
+    per-branch forward, in training mode."""
+    if variant not in VARIANTS:
         raise ValueError(f"unknown variant '{variant}' (choose from {', '.join(VARIANTS)})")
+    kind = variant.split('+')[0]
+    model = conv_bn(channels, 'origin' if kind == 'conv' else kind, seed)
     if kind != 'conv':
         set_fast_forward(model, '+fast' in variant)
     return model.train()
@@ -91,26 +85,16 @@ def block_kernels(device: str = 'cuda', channels: int = 64, size: int = 56, batc
                     p.grad = None
 
             entry = {}
-            sync(device)
-            t0 = time.perf_counter()
-            step()  # the first step packs BN buffers and, compiled, compiles
-            sync(device)
+            first_s, _ = timed(step, device)  # the first step packs BN buffers and, compiled, compiles
             if compiled:
-                entry['compile_s'] = time.perf_counter() - t0
+                entry['compile_s'] = first_s
             for _ in range(max(warmup - 1, 0)):
                 step()
             try:
                 entry[unit] = device_kernels(step) if cuda else sum(count_ops(step).values())
             except Exception as e:  # keep the timing
                 entry[f'{unit}_error'] = f'{type(e).__name__}: {e}'.splitlines()[0][:300]
-            times = []
-            for _ in range(repeats):
-                sync(device)
-                t0 = time.perf_counter()
-                step()
-                sync(device)
-                times.append(time.perf_counter() - t0)
-            entry['ms'] = 1e3 * statistics.median(times)
+            entry['ms'] = 1e3 * statistics.median(timed(step, device)[0] for _ in range(repeats))
         except Exception as e:  # the other variants still count
             entry = {'error': f'{type(e).__name__}: {e}'.splitlines()[0][:300]}
         result['variants'][variant] = entry

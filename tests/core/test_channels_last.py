@@ -18,7 +18,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from mmdyrep.core import fast_block, grow
 from mmdyrep.core.block import set_fast_forward
 from mmdyrep.core.grouped_block import worth_grouping
-from tests.core.test_fast_block import SPECS, make_block, rel, set_bn_mode
+from tests.core.test_fast_block import SPECS, assert_same_grads_and_buffers, make_block, rel, set_bn_mode
 
 CL = torch.channels_last
 ALL = ('1x1_kxk', '1x1_avg', '1x1', '1xk', 'kx1', 'residual')
@@ -49,15 +49,7 @@ def assert_same_in_channels_last(model: nn.Module, x: torch.Tensor, tol: float =
         (yr * w).sum().backward()
         (yc * (w.contiguous(memory_format=CL) if w.dim() == 4 else w)).sum().backward()
         assert rel(xc.grad, xr.grad) <= tol, step
-    # a gradient that is zero in exact arithmetic (a bias before a batch-statistics BN) is rounding on
-    # both sides: every gradient on the scale of the largest one
-    scale = max(p.grad.abs().max().item() for p in ref.parameters() if p.grad is not None)
-    for (name, pr), pc in zip(ref.named_parameters(), nhwc.parameters()):
-        assert (pr.grad is None) == (pc.grad is None), name
-        if pr.grad is not None:
-            assert (pr.grad - pc.grad).abs().max().item() <= tol * scale, name
-    for (name, br), bc in zip(ref.named_buffers(), nhwc.buffers()):
-        assert torch.allclose(bc.double(), br.double(), rtol=tol, atol=tol), name
+    assert_same_grads_and_buffers(ref, nhwc, tol)
     return nhwc
 
 

@@ -62,6 +62,19 @@ def rel(a, b):
     return ((a - b).abs().max() / b.abs().max().clamp_min(1e-30)).item()
 
 
+def assert_same_grads_and_buffers(ref: nn.Module, other: nn.Module, tol: float = 1e-12) -> None:
+    """Every parameter's gradient of ``other`` equals ``ref``'s within ``tol`` times the largest gradient
+    (a gradient that is zero in exact arithmetic, a bias before a batch-statistics BN, is rounding on
+    both sides), and every buffer within ``tol`` (relative and absolute)."""
+    scale = max(p.grad.abs().max().item() for p in ref.parameters() if p.grad is not None)
+    for (name, pr), po in zip(ref.named_parameters(), other.parameters()):
+        assert (pr.grad is None) == (po.grad is None), name
+        if pr.grad is not None:
+            assert (pr.grad - po.grad).abs().max().item() <= tol * scale, name
+    for (name, br), bo in zip(ref.named_buffers(), other.buffers()):
+        assert torch.allclose(bo.double(), br.double(), rtol=tol, atol=tol), name
+
+
 def assert_same(block, x, prepare):
     """Reference ``block(x)`` vs ``merged_forward`` on a deep copy: value, all gradients, BN buffers."""
     ref, fast = copy.deepcopy(block), copy.deepcopy(block)

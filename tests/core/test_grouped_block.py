@@ -14,7 +14,7 @@ from mmdyrep.core import fast_block
 from mmdyrep.core.block import set_fast_forward
 from mmdyrep.core.fast_block import merged_forward
 from mmdyrep.core.grouped_block import can_group, grouped_forward, pack_buffers, worth_grouping
-from tests.core.test_fast_block import SPECS, assert_same, make_block
+from tests.core.test_fast_block import SPECS, assert_same, assert_same_grads_and_buffers, make_block
 
 TRAIN = lambda b: b.train()  # noqa: E731
 ALL = ('1x1_kxk', '1x1_avg', '1x1', '1xk', 'kx1', 'residual')
@@ -38,13 +38,7 @@ def test_equals_the_per_branch_forward(case, branches):
         (yr * w).sum().backward()
         (yf * w).sum().backward()
         assert ((xr.grad - xf.grad).abs().max() / xr.grad.abs().max()).item() <= 1e-9
-    # a gradient that is zero in exact arithmetic (a bias before a batch-statistics BN) is rounding on
-    # both sides: compare every gradient on the scale of the largest one
-    scale = max(p.grad.abs().max().item() for p in ref.parameters())
-    for (name, pr), pf in zip(ref.named_parameters(), fast.parameters()):
-        assert (pr.grad - pf.grad).abs().max().item() <= 1e-12 * scale, name
-    for (name, br), bf in zip(ref.named_buffers(), fast.buffers()):
-        assert torch.allclose(bf.double(), br.double(), rtol=1e-12, atol=1e-12), name
+    assert_same_grads_and_buffers(ref, fast)
     assert int(fast.branches[branches[0]].norm.num_batches_tracked) == 3
 
 
@@ -182,7 +176,7 @@ def test_resnet_fast_forward_by_default_matches(group_on_cpu):
     assert ((yr - yf).abs().max() / yr.abs().max()).item() <= 1e-10
     yr.sum().backward()
     yf.sum().backward()
-    scale = max(p.grad.abs().max().item() for p in ref.parameters())  # see test_equals_the_per_branch_forward
+    scale = max(p.grad.abs().max().item() for p in ref.parameters())  # see assert_same_grads_and_buffers
     for (name, pr), pf in zip(ref.named_parameters(), model.parameters()):
         assert (pr.grad - pf.grad).abs().max().item() <= 1e-12 * scale, name
     counted = count_ops(lambda: model(x))
@@ -251,10 +245,6 @@ def test_traced_by_torch_compile(group_on_cpu):
             (yc * w).sum().backward()
         assert ((yr - yc).abs().max() / yr.abs().max()).item() <= 1e-12
         assert ((xr.grad - xc.grad).abs().max() / xr.grad.abs().max()).item() <= 1e-12
-    scale = max(p.grad.abs().max().item() for p in ref.parameters())
-    for (name, pr), pc in zip(ref.named_parameters(), model.parameters()):
-        assert (pr.grad - pc.grad).abs().max().item() <= 1e-12 * scale, name
-    for (name, br), bc in zip(ref.named_buffers(), model.buffers()):
-        assert torch.allclose(bc.double(), br.double(), rtol=1e-12, atol=1e-12), name
+    assert_same_grads_and_buffers(ref, model)
     assert int(model[3].branches['1x1'].norm.num_batches_tracked) == 2
     torch._dynamo.reset()

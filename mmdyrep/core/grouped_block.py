@@ -13,31 +13,36 @@ its multiply-adds. :func:`grouped_forward` computes the same function with far f
   (:func:`pack_buffers`, redone whenever ``.to()`` or a structure change breaks it);
 * the stride-1 1×1 convs that read the block's input (of the 1×1–K×K and 1×1–AVG branches, and the
   1×1 branch where it reads at stride 1 too) run as one conv with their kernels concatenated, and
-  their BNs as one; the 1×1 branch's output then joins the origin's (its constant ``c``, below, as
-  the origin's bias);
+  their BNs as one; the 1×1 branch's BN output is then added to the origin's;
 * the branches' outputs are summed by one reduction over the concatenated BN output, in its memory
   format (a channels-last block stays channels-last, forward and backward: no layout copies);
 * the padding with the middle BN's zero response ``c`` (as DBB pads, see :mod:`.branches`) is
   ``pad_0(y - c) + c``: the K×K conv and the K×K average then pad with zeros, and the constant
   ``c`` enters as their bias (``Σ W c``, ``c``), computed without a gradient, as the reference
   detaches ``c`` (the bias' share of ``W``'s gradient is the sum of the output gradient, which the
-  training-mode BN after it makes zero: so the gradients agree up to rounding).
+  training-mode BN after it makes zero: so the gradients agree up to rounding);
+* the backward is written out (:class:`_GroupedForward`): one ``convolution_backward`` per conv and
+  one ``native_batch_norm_backward`` per BN group, the parameters' gradients returned as views of the
+  grouped ones, only the gradients asked for. Autograd's generic backward of the same forward adds the
+  backward of every concatenation, slice and cast, and a copy for the reduction over branches.
 
 Same outputs, gradients and running statistics as the per-branch forward up to float rounding
-(tests in float64), in either memory format, and under ``torch.compile``: traced as one graph, the
+(tests in float64), in either memory format, under autocast (the convs cast to its dtype explicitly,
+as autocast would), and under ``torch.compile``: traced as one graph with autograd's backward, the
 running statistics then updated in concatenated copies written back to each BN (the packing's storage
 checks cannot be traced; the compiler fuses the copies). Applies to a block whose branches hold plain
 ``nn.BatchNorm2d`` in training mode with one ``eps`` and one ``momentum`` (not ``None``),
 ``groups == 1`` and no nested block; anything else runs the per-branch forward. Pure PyTorch; imports
 only :mod:`.branches` and :mod:`.transforms`.
 """
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .branches import Conv1x1AvgBranch, Conv1x1Branch, Conv1x1KxKBranch, Conv1xKBranch, ConvKx1Branch, ResidualBranch
+from .branches import (Conv1x1AvgBranch, Conv1x1Branch, Conv1x1KxKBranch, Conv1xKBranch, ConvKx1Branch, ConvSpec,
+                       ResidualBranch)
 from .transforms import is_channels_last
 
 _BUFFERS = ('running_mean', 'running_var', 'num_batches_tracked')
@@ -204,76 +209,248 @@ def _joins_middle(branch: Optional[nn.Module]) -> bool:
     return branch is not None and branch.conv.stride == (1, 1) and branch.conv.padding == (0, 0)
 
 
-def grouped_forward(block: nn.Module, x: Tensor) -> Tensor:
-    """``block(x)`` for a block that :func:`can_group`: see the module docstring."""
-    s = block.spec
+class _Plan(NamedTuple):
+    """What :func:`_forward` computes for one block, as plain data (no tensors)."""
+    spec: ConvSpec
+    first: Tuple[str, ...]  # the first stage, in order: '1x1_kxk', '1x1_avg', then '1x1' where it joins
+    first_sizes: Tuple[int, ...]  # their channels
+    padded: int  # how many of them pad their BN's output with its zero response (1x1-KxK, 1x1-AVG)
+    last: Tuple[str, ...]  # the branches whose last BN runs in the second group, in _LAST_ORDER
+    readers: Tuple[Tuple[str, Tuple[int, int], Tuple[int, int], Tuple[int, int]], ...]  # their convs on x
+    bias: bool  # whether the origin has a bias
+    eps: float
+    momentum: float
+
+
+def _plan(block: nn.Module) -> Tuple[_Plan, List[Tensor], List[nn.BatchNorm2d]]:
+    """The plan of ``block``, its tensors in the order :func:`_unpack` reads them, and its BNs in the
+    order :func:`group_norms` gives them."""
     br: Dict[str, nn.Module] = dict(block.branches.items())  # (torch.compile mistraces dict(ModuleDict))
-    kxk, avg = br.get('1x1_kxk'), br.get('1x1_avg')
-    middle = [b.norm1 for b in (kxk, avg) if b is not None]
-    last_names = [n for n in _LAST_ORDER if n in br]
-    norms = middle + [br[n].norm for n in last_names]  # as group_norms orders them
-    traced = torch.compiler.is_compiling()
-    running_mean, running_var, tracked = statistics = _running_statistics(norms, traced)
-    eps, momentum = norms[0].eps, norms[0].momentum
-    # the first stage: the middle 1x1 convs, and the 1x1 branch where it reads x as they do (its BN is
-    # packed right after theirs); the second stage: the other branches' last BNs
-    joined = ['1x1'] if middle and _joins_middle(br.get('1x1')) else []
-    first_norms, last_names = norms[:len(middle) + len(joined)], last_names[len(joined):]
-    last = norms[len(first_norms):]
-    f = sum(n.num_features for n in first_norms)
+    joined = ('1x1', ) if ('1x1_kxk' in br or '1x1_avg' in br) and _joins_middle(br.get('1x1')) else ()
+    first = tuple(n for n in ('1x1_kxk', '1x1_avg') if n in br) + joined
+    last = tuple(n for n in _LAST_ORDER if n in br and n not in joined)
+    first_norms = [br[n].norm1 if n != '1x1' else br[n].norm for n in first]
+    last_norms = [br[n].norm for n in last]
+    readers = tuple((n, br[n].conv.stride, br[n].conv.padding, br[n].conv.dilation) for n in ('1x1', '1xk', 'kx1')
+                    if n in last)
+    origin = block.origin
+    plan = _Plan(block.spec, first, tuple(n.num_features for n in first_norms), len(first) - len(joined), last,
+                 readers, origin.bias is not None,
+                 first_norms[0].eps if first_norms else last_norms[0].eps,
+                 first_norms[0].momentum if first_norms else last_norms[0].momentum)
+    tensors = [br[n].conv1.weight if n == '1x1_kxk' else br[n].conv.weight for n in first]
+    tensors += [n.weight for n in first_norms] + [n.bias for n in first_norms]
+    tensors += [n.weight for n in last_norms] + [n.bias for n in last_norms]
+    tensors += [br['1x1_kxk'].kxk.weight] if '1x1_kxk' in br else []
+    tensors += [origin.weight] + ([origin.bias] if plan.bias else [])
+    tensors += [br[r[0]].conv.weight for r in readers]
+    return plan, tensors, first_norms + last_norms
+
+
+class _Roles:
+    """The tensors of :func:`_plan`, or anything listed in that order (which of them need a gradient, their
+    dtypes, their gradients), by role: :func:`_unpack` reads a flat list into one, :meth:`flat` writes it back."""
+
+    def __init__(self, groups: List[list], kxk, origin, bias, readers: list):
+        # first-stage 1x1 weights, their BNs' weights, biases; the last BNs' weights, biases
+        self.groups, self.kxk, self.origin, self.bias, self.readers = groups, kxk, origin, bias, readers
+
+    def flat(self, plan: _Plan) -> list:
+        out = [item for group in self.groups for item in group]
+        out += [self.kxk] if '1x1_kxk' in plan.first else []
+        return out + [self.origin] + ([self.bias] if plan.bias else []) + self.readers
+
+
+def _unpack(plan: _Plan, items: Sequence) -> _Roles:
+    it = iter(items)
+    n1, n2 = len(plan.first), len(plan.last)
+    groups = [[next(it) for _ in range(n)] for n in (n1, n1, n1, n2, n2)]
+    kxk = next(it) if '1x1_kxk' in plan.first else None
+    origin = next(it)
+    bias = next(it) if plan.bias else None
+    return _Roles(groups, kxk, origin, bias, list(it))
+
+
+def _to(t: Optional[Tensor], dtype: Optional[torch.dtype]) -> Optional[Tensor]:
+    return t if t is None or dtype is None or t.dtype == dtype else t.to(dtype)
+
+
+def _autocast_dtype(x: Tensor) -> Optional[torch.dtype]:
+    """The dtype autocast would run a conv on ``x`` in, or ``None`` where autocast is off."""
+    device = x.device.type
+    if torch.amp.is_autocast_available(device) and torch.is_autocast_enabled(device):
+        return torch.get_autocast_dtype(device)
+    return None
+
+
+def _forward(block: nn.Module, plan: _Plan, x: Tensor, tensors: Sequence[Tensor],
+             statistics: Sequence[Tensor]) -> Tuple[Tensor, dict]:
+    """``block(x)`` (see the module docstring) and what :class:`_GroupedForward` keeps for the backward.
+    Differentiable as it is (the compiled path); convs run in the autocast dtype, cast explicitly."""
+    s, p = block.spec, plan
+    low = _autocast_dtype(x)
+    running_mean, running_var, tracked = statistics
+    t = _unpack(p, tensors)
+    u_weight, gamma_first, beta_first, gamma_last, beta_last = _joined(t.groups)
+    br = block.branches
+    f = sum(p.first_sizes)
     tracked.add_(1)
-
-    # every parameter read in concatenated form, as slices of ONE concatenation (one op forward, and
-    # one backward: the concatenation of the slices' gradients)
-    first = [b.conv1.weight if b is kxk else b.conv.weight for b in (kxk, avg) if b is not None]
-    first += [br[n].conv.weight for n in joined]
-    groups = [first, [n.weight for n in first_norms], [n.bias for n in first_norms], [n.weight for n in last],
-              [n.bias for n in last]]
-    u_weight, gamma_first, beta_first, gamma_last, beta_last = _joined(groups)
-
-    bias = block.origin.bias
+    xl = _to(x, low)
+    bias = _to(t.bias, low)
+    keep = dict(x=xl, origin=_to(t.origin, low), readers=[_to(w, low) for w in t.readers])
     last_inputs: Dict[str, Tensor] = {}
-    joined_parts = []
-    if middle:
+    joined_part = None
+    if f:
         # the stride-1 1x1 convs of the first stage as one conv, then their BNs as one
-        u = F.conv2d(x, u_weight.view(f, s.in_channels, 1, 1))
-        y = F.batch_norm(u, running_mean[:f], running_var[:f], gamma_first, beta_first, True, momentum, eps)
-        with torch.no_grad():  # the BNs' zero response c, from running statistics as the reference
-            zeros_in = _constant(block, '_grouped_zeros', (1, f, 1, 1), 0.0, y)
-            zero = F.batch_norm(zeros_in, running_mean[:f], running_var[:f], gamma_first, beta_first, False, 0.0, eps)
-        names = [n for n in ('1x1_kxk', '1x1_avg') if n in br] + joined
-        sizes = [n.num_features for n in first_norms]
-        parts = dict(zip(names, torch.split(y - zero, sizes, 1)))  # pad_c(y) = pad_0(y-c) + c
-        zeros = dict(zip(names, torch.split(zero.reshape(-1), sizes)))
-        if joined:  # y = (y - c) + c: the constant c joins the origin's bias
-            bias = zeros['1x1'] if bias is None else bias + zeros['1x1']
-            joined_parts.append(parts['1x1'])
-        if kxk is not None:
-            w = kxk.kxk.weight
+        keep['first'] = _to(u_weight, low).view(f, s.in_channels, 1, 1)
+        u = F.conv2d(xl, keep['first'])
+        y, mean, invstd = torch.native_batch_norm(u, gamma_first, beta_first, running_mean[:f], running_var[:f], True,
+                                                  p.momentum, p.eps)
+        # the 1x1-KxK and 1x1-AVG branches pad y with their BNs' zero response c: pad_c(y) = pad_0(y - c) + c
+        padded = sum(p.first_sizes[:p.padded])
+        with torch.no_grad():  # c, from running statistics as the reference
+            zeros_in = _constant(block, '_grouped_zeros', (1, padded, 1, 1), 0.0, y)
+            zero = torch.native_batch_norm(zeros_in, gamma_first[:padded], beta_first[:padded],
+                                           running_mean[:padded], running_var[:padded], False, 0.0, p.eps)[0]
+        yc = y[:, :padded] - zero
+        keep.update(u=u, mean_first=mean, invstd_first=invstd, gamma_first=gamma_first, yc=yc)
+        parts = dict(zip(p.first, torch.split(yc, p.first_sizes[:p.padded], 1)))
+        zeros = dict(zip(p.first, torch.split(zero.reshape(-1), p.first_sizes[:p.padded])))
+        if p.padded < len(p.first):  # the joined 1x1's BN output is added to the block's output as it is
+            joined_part = y[:, padded:]
+        if t.kxk is not None:
+            w = keep['kxk'] = _to(t.kxk, low)
             with torch.no_grad():  # the constant's share: sum over the kernel of W c
                 size = s.dilation * (s.kernel_size - 1) + 1
                 c = zeros['1x1_kxk'].reshape(1, -1, 1, 1)
                 kxk_bias = F.conv2d(c.expand(1, c.shape[1], size, size), w, None, 1, 0, s.dilation).reshape(-1)
             last_inputs['1x1_kxk'] = F.conv2d(parts['1x1_kxk'], w, kxk_bias, s.stride, s.padding, s.dilation)
-        if avg is not None:
+        if '1x1_avg' in p.first:
             k = s.kernel_size
-            average = _constant(avg, '_avg_weight', (s.out_channels, 1, k, k), 1.0 / k**2, y)  # depthwise
-            last_inputs['1x1_avg'] = F.conv2d(parts['1x1_avg'], average, zeros['1x1_avg'], s.stride, s.padding,
+            keep['avg'] = _constant(br['1x1_avg'], '_avg_weight', (s.out_channels, 1, k, k), 1.0 / k**2, y)
+            last_inputs['1x1_avg'] = F.conv2d(parts['1x1_avg'], keep['avg'], zeros['1x1_avg'], s.stride, s.padding,
                                               s.dilation, s.out_channels)
-    out = F.conv2d(x, block.origin.weight, bias, s.stride, s.padding, s.dilation)
-    for part in joined_parts:
-        out = out + part
-    for name in ('1x1', '1xk', 'kx1'):
-        if name in last_names:
-            conv = br[name].conv
-            last_inputs[name] = F.conv2d(x, conv.weight, None, conv.stride, conv.padding, conv.dilation)
-    if 'residual' in br:
+    out = F.conv2d(xl, keep['origin'], bias, s.stride, s.padding, s.dilation)
+    if joined_part is not None:
+        out = out + joined_part
+    for (name, stride, padding, dilation), w in zip(p.readers, keep['readers']):
+        last_inputs[name] = F.conv2d(xl, w, None, stride, padding, dilation)
+    if 'residual' in p.last:
         last_inputs['residual'] = x
-    z = _cat([last_inputs[n] for n in last_names], 1)
-    z = F.batch_norm(z, running_mean[f:], running_var[f:], gamma_last, beta_last, True, momentum, eps)
-    if traced:
+    if p.last:
+        z = _cat([last_inputs[n] for n in p.last], 1)
+        zb, mean, invstd = torch.native_batch_norm(z, gamma_last, beta_last, running_mean[f:], running_var[f:], True,
+                                                   p.momentum, p.eps)
+        keep.update(z=z, mean_last=mean, invstd_last=invstd, gamma_last=gamma_last)
+        out = out + _sum_groups(zb, len(p.last))
+    return out, keep
+
+
+def _pair(v) -> List[int]:
+    return list(v) if isinstance(v, tuple) else [v, v]
+
+
+def _conv_backward(grad: Tensor, x: Tensor, weight: Tensor, mask: Sequence[bool], stride=1, padding=0, dilation=1,
+                   bias: Optional[int] = None, groups: int = 1) -> Tuple[Optional[Tensor], ...]:
+    """``(grad of x, of weight, of bias)`` of ``conv2d(x, weight, bias, ...)`` for the output gradient ``grad``:
+    one op, each result only where ``mask`` asks for it."""
+    return torch.ops.aten.convolution_backward.default(_to(grad, x.dtype), x, weight, None if bias is None else [bias],
+                                                       _pair(stride), _pair(padding), _pair(dilation), False, [0, 0],
+                                                       groups, list(mask))
+
+
+def _norm_backward(grad: Tensor, x: Tensor, weight: Tensor, mean: Tensor, invstd: Tensor, eps: float,
+                   mask: Sequence[bool]) -> Tuple[Optional[Tensor], ...]:
+    """``(grad of x, of weight, of bias)`` of a training-mode ``native_batch_norm`` that saved ``mean`` and
+    ``invstd``: one op."""
+    return torch.ops.aten.native_batch_norm_backward.default(_to(grad, x.dtype), x, weight, None, None, mean, invstd,
+                                                             True, eps, list(mask))
+
+
+class _GroupedForward(torch.autograd.Function):
+    """:func:`_forward` with its backward written out: each conv's and each grouped BN's backward is one op,
+    the gradients of the concatenated parameters are returned as views of the grouped ones, and nothing
+    is cast or copied that autograd's generic backward of :func:`_forward` would (slices of gradients,
+    concatenations of parameters, sums): fewer ops, same gradients."""
+
+    @staticmethod
+    def forward(ctx, block, plan, statistics, x, *tensors):
+        out, keep = _forward(block, plan, x, tensors, statistics)
+        ctx.plan, ctx.x_dtype = plan, x.dtype
+        ctx.dtypes = [t.dtype for t in tensors]
+        names = ('x', 'first', 'u', 'mean_first', 'invstd_first', 'gamma_first', 'yc', 'kxk', 'avg', 'origin', 'z',
+                 'mean_last', 'invstd_last', 'gamma_last')
+        ctx.names = names
+        ctx.save_for_backward(*(keep.get(n) for n in names), *keep['readers'])
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        p, s = ctx.plan, ctx.plan.spec
+        saved = ctx.saved_tensors  # (each access unpacks them again)
+        k, readers = dict(zip(ctx.names, saved)), saved[len(ctx.names):]
+        need_x, need = ctx.needs_input_grad[3], _unpack(p, ctx.needs_input_grad[4:])
+        g = _unpack(p, [None] * len(ctx.dtypes))  # the gradients, by role
+        gx0, g.origin, g.bias = _conv_backward(grad, k['x'], k['origin'], (need_x, need.origin, bool(need.bias)),
+                                               s.stride, s.padding, s.dilation, s.out_channels if p.bias else None)
+        gx = [gx0]  # the gradients of x, summed at the end
+        parts = {}
+        if p.last:
+            # every last BN's output is summed into the block's output: their output gradient is grad, repeated
+            gz, gamma, beta = _norm_backward(_cat([grad] * len(p.last), 1), k['z'], k['gamma_last'], k['mean_last'],
+                                             k['invstd_last'], p.eps, (True, any(need.groups[3]), any(need.groups[4])))
+            parts = dict(zip(p.last, torch.split(gz, s.out_channels, 1)))
+            g.groups[3:] = [_split(t, s.out_channels, old) for t, old in zip((gamma, beta), g.groups[3:])]
+            for i, ((name, stride, padding, dilation), w) in enumerate(zip(p.readers, readers)):
+                gxi, g.readers[i], _ = _conv_backward(parts[name], k['x'], w, (need_x, need.readers[i], False),
+                                                      stride, padding, dilation)
+                gx.append(gxi)
+            if 'residual' in parts:
+                gx.append(parts['residual'])
+        if p.first:
+            gy = []  # the gradient of the middle BNs' output
+            yc = dict(zip(p.first, torch.split(k['yc'], p.first_sizes[:p.padded], 1)))
+            for name in p.first:
+                if name == '1x1_kxk':
+                    gi, g.kxk, _ = _conv_backward(parts[name], yc[name], k['kxk'], (True, need.kxk, False), s.stride,
+                                                  s.padding, s.dilation)
+                elif name == '1x1_avg':
+                    gi = _conv_backward(parts[name], yc[name], k['avg'], (True, False, False), s.stride, s.padding,
+                                        s.dilation, groups=s.out_channels)[0]
+                else:  # the joined 1x1: its BN's output is added to the block's output
+                    gi = grad
+                gy.append(_to(gi, k['u'].dtype))
+            gu, gamma, beta = _norm_backward(_cat(gy, 1), k['u'], k['gamma_first'], k['mean_first'], k['invstd_first'],
+                                             p.eps, (True, any(need.groups[1]), any(need.groups[2])))
+            gxf, weight, _ = _conv_backward(gu, k['x'], k['first'], (need_x, any(need.groups[0]), False))
+            gx.append(gxf)
+            weight = _to(weight, ctx.dtypes[0])
+            g.groups[:3] = [_split(t, p.first_sizes, old) for t, old in zip((weight, gamma, beta), g.groups[:3])]
+        dtypes = _unpack(p, ctx.dtypes)
+        g.kxk, g.origin, g.bias = (_to(g.kxk, dtypes.kxk), _to(g.origin, dtypes.origin), _to(g.bias, dtypes.bias))
+        g.readers = [_to(t, d) for t, d in zip(g.readers, dtypes.readers)]
+        grad_x = None
+        if need_x:  # summed in x's dtype
+            grad_x = _to(gx[0], ctx.x_dtype)
+            for t in gx[1:]:
+                grad_x = grad_x + _to(t, ctx.x_dtype)
+        return (None, None, None, grad_x, *g.flat(p))
+
+
+def _split(t: Optional[Tensor], sizes, default: list) -> list:
+    """``torch.split(t, sizes)`` as a list, or ``default`` where ``t`` is ``None``."""
+    return default if t is None else list(torch.split(t, sizes))
+
+
+def grouped_forward(block: nn.Module, x: Tensor) -> Tensor:
+    """``block(x)`` for a block that :func:`can_group`: see the module docstring."""
+    plan, tensors, norms = _plan(block)
+    if torch.compiler.is_compiling():
+        statistics = _running_statistics(norms, True)
+        out = _forward(block, plan, x, tensors, statistics)[0]
         _write_back(norms, statistics)
-    return out + _sum_groups(z, len(last_names))
+        return out
+    return _GroupedForward.apply(block, plan, _running_statistics(norms, False), x, *tensors)
 
 
 __all__ = ['can_group', 'group_norms', 'grouped_forward', 'pack_block', 'pack_buffers', 'worth_grouping']

@@ -48,7 +48,7 @@ from torch import nn
 from mmdyrep.core import grow, growable_convs
 from mmdyrep.core.block import set_fast_forward
 from mmdyrep.core.structure import apply_structure
-from .ops import kernel_ops, train_step_ops
+from .ops import kernel_ops, train_step_counts
 from .timing import machine, num_params, sync
 
 ARCHS = ('resnet18', 'resnet50')
@@ -206,42 +206,46 @@ def conv_bn(channels: int, mode: str = 'origin', seed: int = 0) -> nn.Module:
     return model
 
 
-def block_ops(channels: int = 64, size: int = 16) -> Dict[str, dict]:
-    """Aten ops of one train step (on ``meta``, see :func:`model_ops`) of a 3×3 conv + BN (C =
-    ``channels``, training-mode BNs, the input requiring a gradient as inside a network) and of the block
-    grown from it: every branch type
-    (``dyrep``), DBB's and RepVGG's sets, each per branch and ``+fast``."""
+def block_ops(channels: int = 64, size: int = 56, batch: int = 64) -> Dict[str, dict]:
+    """Aten ops and bytes moved (:func:`~.ops.count`) by one train step, on ``meta`` (see
+    :func:`model_counts`), of a 3×3 conv + BN (C = ``channels``, ``batch`` × ``size``², float32,
+    training-mode BNs, the input requiring a gradient as inside a network) and of the block grown from
+    it: every branch type (``dyrep``), DBB's and RepVGG's sets, each per branch and ``+fast``. ``ratio``
+    and ``traffic`` are the ops and the bytes over the conv + BN's."""
     out = {}
-    x = torch.randn(2, channels, size, size, device='meta', requires_grad=True)
+    x = torch.randn(batch, channels, size, size, device='meta', requires_grad=True)
     for mode in ('origin', 'dyrep', 'dbb', 'repvgg'):
         model = conv_bn(channels, mode).to('meta').train()
         for fast in ((False, True) if mode != 'origin' else (False, )):
             set_fast_forward(model, fast)
-            train_step_ops(model, x)  # the first call packs BN buffers
-            ops = train_step_ops(model, x)
+            train_step_counts(model, x)  # the first call packs BN buffers
+            ops, moved = train_step_counts(model, x)
             out[mode + ('+fast' if fast else '')] = {'ops': sum(ops.values()), 'kernel_ops': kernel_ops(ops),
-                                                     'by_op': dict(ops)}
-    base = out['origin']['ops']
+                                                     'by_op': dict(ops), 'bytes': sum(moved.values())}
+    base = out['origin']
     for res in out.values():
-        res['ratio'] = res['ops'] / base
+        res['ratio'], res['traffic'] = res['ops'] / base['ops'], res['bytes'] / base['bytes']
     return out
 
 
-def model_ops(models: Dict[str, nn.Module], size: int = 64) -> Dict[str, int]:
-    """Aten ops of one train step (batch 2, ``size``², float32) of each model, on PyTorch's ``meta``
-    device (shapes only, no data): the same count on any machine, with the choices the fast forward
-    makes on a GPU (on CPU it pools some 1×1–AVG branches first: fewer multiply-adds, more ops)."""
-    x = torch.randn(2, 3, size, size, device='meta')
-    target = torch.zeros(2, dtype=torch.long, device='meta')
-    out = {}
+def model_counts(models: Dict[str, nn.Module], batch: int = 64, size: int = 224) -> Dict[str, Dict[str, float]]:
+    """``{'ops': {name: aten ops}, 'traffic': {name: bytes moved / origin's}}`` of one train step (``batch``
+    × ``size``², float32) of each model (:func:`~.ops.count`), on PyTorch's ``meta`` device: shapes only,
+    no data, so any shape costs the same; the same count on any machine, with the choices the fast
+    forward makes on a GPU (on CPU it pools some 1×1–AVG branches first: fewer multiply-adds, more ops)."""
+    x = torch.randn(batch, 3, size, size, device='meta')
+    target = torch.zeros(batch, dtype=torch.long, device='meta')
+    ops, moved = {}, {}
     for name, model in models.items():
         # in the default memory format: a BN on ``meta`` returns NCHW whatever its input, so channels-last
         # models would count layout copies that a GPU does not make
         m = copy.deepcopy(model).to(device='meta', dtype=torch.float32, memory_format=torch.contiguous_format)
         m.train()
-        train_step_ops(m, x, lambda t: F.cross_entropy(m(t), target))  # the first call packs BN buffers
-        out[name] = sum(train_step_ops(m, x, lambda t: F.cross_entropy(m(t), target)).values())
-    return out
+        train_step_counts(m, x, lambda t: F.cross_entropy(m(t), target))  # the first call packs BN buffers
+        counts = train_step_counts(m, x, lambda t: F.cross_entropy(m(t), target))
+        ops[name], moved[name] = sum(counts.ops.values()), sum(counts.bytes.values())
+    base = moved.get('origin')
+    return {'ops': ops, 'traffic': {name: b / base for name, b in moved.items()} if base else {}}
 
 
 def with_compiled(models: Dict[str, nn.Module], backend: str = 'inductor') -> Dict[str, nn.Module]:
@@ -289,12 +293,12 @@ def run(archs: Sequence[str] = ARCHS, modes: Sequence[str] = MODES, batches: Seq
               'compile_backend': compile_backend, 'archs': {}, 'block_ops': block_ops()}
     for arch in archs:
         models = models_for(arch, modes, device, (structures or {}).get(arch), per_branch, channels_last)
-        ops = model_ops(models)
+        counts = model_counts(models, min(batches), size)
         if compile_backend:
             models = with_compiled(models, compile_backend)
         base = num_params(models['origin'])
         entry = {'params': {n: num_params(m) for n, m in models.items()},
-                 'params_ratio': {n: num_params(m) / base for n, m in models.items()}, 'ops': ops, 'timing': {}}
+                 'params_ratio': {n: num_params(m) / base for n, m in models.items()}, **counts, 'timing': {}}
         result['archs'][arch] = entry
         for precision in precisions:
             for batch in batches:
@@ -311,7 +315,8 @@ def run(archs: Sequence[str] = ARCHS, modes: Sequence[str] = MODES, batches: Seq
 
 
 def table(result: dict) -> List[str]:
-    """The result as lines of text: per arch and setting, step ms, x origin and peak MB per mode."""
+    """The result as lines of text: per arch and setting, step ms, x origin and peak MB per mode; per arch,
+    the ops and bytes of one step (:func:`model_counts`); then the same per block (:func:`block_ops`)."""
     lines = []
     for arch, entry in result['archs'].items():
         for setting, modes in entry['timing'].items():
@@ -325,17 +330,19 @@ def table(result: dict) -> List[str]:
                 peak = '' if r['peak_mb'] is None else f'{r["peak_mb"]:8.0f} MB {r.get("memory_ratio", 1):5.2f}x'
                 line = (f'{arch:9} {setting:9} {mode:20} {r["median_s"] * 1000:8.1f} ms '
                         f'{r.get("time_ratio", 1):5.2f}x {peak}')
-                if mode in entry['ops']:
-                    line += f'  ops {entry["ops"][mode]}'
                 if 'first_step_s' in r:
                     line += (f'  {r.get("time_ratio_compiled", float("nan")):5.2f}x origin{COMPILED}, first step '
                              f'{r["first_step_s"]:.1f} s, first loss vs eager {r.get("loss_vs_eager", 0):.1e}')
                 lines.append(line)
+    for arch, entry in result['archs'].items():
+        for mode, n in entry['ops'].items():
+            lines.append(f'{arch:9} one train step: {mode:20} {n:5d} aten ops, '
+                         f'{entry["traffic"].get(mode, float("nan")):5.2f}x the bytes of origin')
     for mode, r in result['block_ops'].items():
         lines.append(f'3x3 block (C=64) {mode:12} {r["ops"]:3d} ops ({r["kernel_ops"]} may launch a kernel) '
-                     f'{r["ratio"]:.2f}x conv + BN')
+                     f'{r["ratio"]:.2f}x conv + BN, bytes {r["traffic"]:.2f}x')
     return lines
 
 
-__all__ = ['ARCHS', 'COMPILED', 'MODES', 'TABLE3_CONVS', 'block_ops', 'build', 'conv_bn', 'model_ops', 'models_for',
+__all__ = ['ARCHS', 'COMPILED', 'MODES', 'TABLE3_CONVS', 'block_ops', 'build', 'conv_bn', 'model_counts', 'models_for',
            'onednn_guard', 'run', 'table', 'time_modes', 'with_compiled']

@@ -6,35 +6,62 @@ measured on any machine. :func:`count_ops` counts every aten op that reaches PyT
 under a ``TorchDispatchMode`` (the ops autograd runs in the backward included). Views (``func.is_view``)
 are left out: they launch nothing. Everything else is counted, allocation-only ops (``empty``) too,
 so the count is an upper bound on launches; :data:`NO_KERNEL` names those, for a second count.
+
+Launches are not all a GPU pays: where a step is bound by memory bandwidth (training-mode BNs,
+additions, concatenations: a few multiply-adds per element), its time follows the bytes it moves. The
+same counter adds up, per op, the bytes of every tensor it reads (its tensor arguments) and writes (its
+outputs): the traffic of an unfused execution, each tensor read or written once per op, with no cache
+(:func:`count`; views and :data:`NO_KERNEL` ops move nothing). Convolutions count their input, weight and
+output, though a GPU may be bound by their multiply-adds instead.
 """
 from collections import Counter
-from typing import Callable, Optional
+from typing import Callable, NamedTuple, Optional
 
 from torch import Tensor, nn
 from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
 
 #: ops that allocate or relabel memory and launch no kernel
 NO_KERNEL = frozenset({'aten.empty', 'aten.empty_like', 'aten.empty_strided', 'aten.new_empty',
                        'aten._unsafe_view'})
 
 
+class Counts(NamedTuple):
+    """What :func:`count` counted, per op name: how many dispatches, and how many bytes they moved."""
+    ops: Counter
+    bytes: Counter
+
+
+def _bytes(*trees) -> int:
+    return sum(t.numel() * t.element_size() for t in tree_leaves(trees) if isinstance(t, Tensor))
+
+
 class _OpCounter(TorchDispatchMode):
 
     def __init__(self):
         super().__init__()
-        self.ops: Counter = Counter()
+        self.counts = Counts(Counter(), Counter())
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
         if not func.is_view:
-            self.ops[str(func.overloadpacket)] += 1
-        return func(*args, **(kwargs or {}))
+            name = str(func.overloadpacket)
+            self.counts.ops[name] += 1
+            if name not in NO_KERNEL:
+                self.counts.bytes[name] += _bytes(args, kwargs, out)
+        return out
+
+
+def count(fn: Callable[[], object]) -> Counts:
+    """The aten ops ``fn()`` dispatches (views left out) and the bytes they read and write, per op name."""
+    with _OpCounter() as counter:
+        fn()
+    return counter.counts
 
 
 def count_ops(fn: Callable[[], object]) -> Counter:
     """``{op name: count}`` of the aten ops ``fn()`` dispatches (views left out)."""
-    with _OpCounter() as counter:
-        fn()
-    return counter.ops
+    return count(fn).ops
 
 
 def kernel_ops(ops: Counter) -> int:
@@ -42,11 +69,11 @@ def kernel_ops(ops: Counter) -> int:
     return sum(n for name, n in ops.items() if name not in NO_KERNEL)
 
 
-def train_step_ops(module: nn.Module, x: Tensor, forward: Optional[Callable[[Tensor], Tensor]] = None) -> Counter:
-    """The ops of one training forward + backward of ``module`` (or of ``forward(x)``) on ``x``, with a
-    sum as the loss. Gradients are cleared first (accumulating into an existing ``.grad`` adds ops) and
-    again after; ``x`` keeps its ``requires_grad`` (a block inside a network also sends a gradient
-    to its input: one addition per extra reader of ``x``)."""
+def train_step_counts(module: nn.Module, x: Tensor, forward: Optional[Callable[[Tensor], Tensor]] = None) -> Counts:
+    """The ops (and bytes, :func:`count`) of one training forward + backward of ``module`` (or of
+    ``forward(x)``) on ``x``, with a sum as the loss. Gradients are cleared first (accumulating into an
+    existing ``.grad`` adds ops) and again after; ``x`` keeps its ``requires_grad`` (a block inside a
+    network also sends a gradient to its input: one addition per extra reader of ``x``)."""
     forward = forward or module
 
     def step():
@@ -56,11 +83,16 @@ def train_step_ops(module: nn.Module, x: Tensor, forward: Optional[Callable[[Ten
         p.grad = None
     if x.grad is not None:
         x.grad = None
-    ops = count_ops(step)
+    counts = count(step)
     for p in module.parameters():
         p.grad = None
     x.grad = None
-    return ops
+    return counts
 
 
-__all__ = ['NO_KERNEL', 'count_ops', 'kernel_ops', 'train_step_ops']
+def train_step_ops(module: nn.Module, x: Tensor, forward: Optional[Callable[[Tensor], Tensor]] = None) -> Counter:
+    """The ops of :func:`train_step_counts`."""
+    return train_step_counts(module, x, forward).ops
+
+
+__all__ = ['NO_KERNEL', 'Counts', 'count', 'count_ops', 'kernel_ops', 'train_step_counts', 'train_step_ops']

@@ -314,8 +314,8 @@ def _forward(block: nn.Module, plan: _Plan, x: Tensor, tensors: Sequence[Tensor]
                                            running_mean[:padded], running_var[:padded], False, 0.0, p.eps)[0]
         yc = y[:, :padded] - zero
         keep.update(u=u, mean_first=mean, invstd_first=invstd, gamma_first=gamma_first, yc=yc)
-        parts = dict(zip(p.first, torch.split(yc, p.first_sizes[:p.padded], 1)))
-        zeros = dict(zip(p.first, torch.split(zero.reshape(-1), p.first_sizes[:p.padded])))
+        parts = dict(zip(p.first, yc.split_with_sizes(p.first_sizes[:p.padded], 1)))
+        zeros = dict(zip(p.first, zero.reshape(-1).split_with_sizes(p.first_sizes[:p.padded])))
         if p.padded < len(p.first):  # the joined 1x1's BN output is added to the block's output as it is
             joined_part = y[:, padded:]
         if t.kxk is not None:
@@ -399,8 +399,9 @@ class _GroupedForward(torch.autograd.Function):
             # every last BN's output is summed into the block's output: their output gradient is grad, repeated
             gz, gamma, beta = _norm_backward(_cat([grad] * len(p.last), 1), k['z'], k['gamma_last'], k['mean_last'],
                                              k['invstd_last'], p.eps, (True, any(need.groups[3]), any(need.groups[4])))
-            parts = dict(zip(p.last, torch.split(gz, s.out_channels, 1)))
-            g.groups[3:] = [_split(t, s.out_channels, old) for t, old in zip((gamma, beta), g.groups[3:])]
+            sizes = [s.out_channels] * len(p.last)
+            parts = dict(zip(p.last, gz.split_with_sizes(sizes, 1)))
+            g.groups[3:] = [_split(t, sizes, old) for t, old in zip((gamma, beta), g.groups[3:])]
             for i, ((name, stride, padding, dilation), w) in enumerate(zip(p.readers, readers)):
                 gxi, g.readers[i], _ = _conv_backward(parts[name], k['x'], w, (need_x, need.readers[i], False),
                                                       stride, padding, dilation)
@@ -409,7 +410,7 @@ class _GroupedForward(torch.autograd.Function):
                 gx.append(parts['residual'])
         if p.first:
             gy = []  # the gradient of the middle BNs' output
-            yc = dict(zip(p.first, torch.split(k['yc'], p.first_sizes[:p.padded], 1)))
+            yc = dict(zip(p.first, k['yc'].split_with_sizes(p.first_sizes[:p.padded], 1)))
             for name in p.first:
                 if name == '1x1_kxk':
                     gi, g.kxk, _ = _conv_backward(parts[name], yc[name], k['kxk'], (True, need.kxk, False), s.stride,
@@ -438,8 +439,8 @@ class _GroupedForward(torch.autograd.Function):
 
 
 def _split(t: Optional[Tensor], sizes, default: list) -> list:
-    """``torch.split(t, sizes)`` as a list, or ``default`` where ``t`` is ``None``."""
-    return default if t is None else list(torch.split(t, sizes))
+    """``t`` split into pieces of ``sizes``, or ``default`` where ``t`` is ``None``."""
+    return default if t is None else list(t.split_with_sizes(sizes))
 
 
 def grouped_forward(block: nn.Module, x: Tensor) -> Tensor:

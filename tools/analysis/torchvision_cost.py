@@ -7,7 +7,9 @@
 
 Needs torch and torchvision, nothing from OpenMMLab: the command for a GPU machine (see
 :mod:`mmdyrep.analysis.benchmark` for the modes and the measurement). Prints per setting the median
-train step, its ratio to origin, peak memory and aten ops per step, then the ops of one 3x3 block.
+train step, its ratio to origin and peak memory; per arch the aten ops and bytes moved by one train
+step (counted on ``meta`` at the smallest batch and ``--size``; ``--counts-only``: nothing else), then
+the same for one 3x3 block.
 ``--structure ARCH=FILE`` replays an evolved structure (a JSON object as ``extract_structure`` gives,
 or a file holding one under ``dyrep_structure``) instead of the fixed Table-3-sized one.
 ``--channels-last`` runs models and input in ``torch.channels_last`` memory format; ``--compile`` also
@@ -43,8 +45,13 @@ def parse_args(argv=None):
     p.add_argument('--compile-backend', default='inductor', help="torch.compile backend (tests: 'aot_eager')")
     p.add_argument('--no-per-branch', dest='per_branch', action='store_false',
                    help='leave out the per-branch reference forwards (only origin and +fast)')
+    p.add_argument('--counts-only', action='store_true',
+                   help='no timing: only the aten ops and bytes moved per train step (on meta, at the first '
+                        'batch and --size)')
     p.add_argument('--out', default=None)
     args = p.parse_args(argv)
+    if args.counts_only:
+        args.precisions = []
     if 'origin' not in args.modes:
         args.modes = ['origin'] + args.modes
     if any(b < 1 for b in args.batches) or args.size < 32 or args.repeats < 1 or args.warmup < 0:

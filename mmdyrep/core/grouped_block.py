@@ -222,6 +222,20 @@ class _Plan(NamedTuple):
     momentum: float
 
 
+class _Roles:
+    """The tensors of :func:`_plan`, or anything listed in that order (which of them need a gradient, their
+    dtypes, their gradients), by role: :func:`_unpack` reads a flat list into one, :meth:`flat` writes it back."""
+
+    def __init__(self, groups: List[list], kxk, origin, bias, readers: list):
+        # first-stage 1x1 weights, their BNs' weights, biases; the last BNs' weights, biases
+        self.groups, self.kxk, self.origin, self.bias, self.readers = groups, kxk, origin, bias, readers
+
+    def flat(self, plan: _Plan) -> list:
+        out = [item for group in self.groups for item in group]
+        out += [self.kxk] if '1x1_kxk' in plan.first else []
+        return out + [self.origin] + ([self.bias] if plan.bias else []) + self.readers
+
+
 def _plan(block: nn.Module) -> Tuple[_Plan, List[Tensor], List[nn.BatchNorm2d]]:
     """The plan of ``block``, its tensors in the order :func:`_unpack` reads them, and its BNs in the
     order :func:`group_norms` gives them."""
@@ -238,27 +252,12 @@ def _plan(block: nn.Module) -> Tuple[_Plan, List[Tensor], List[nn.BatchNorm2d]]:
                  readers, origin.bias is not None,
                  first_norms[0].eps if first_norms else last_norms[0].eps,
                  first_norms[0].momentum if first_norms else last_norms[0].momentum)
-    tensors = [br[n].conv1.weight if n == '1x1_kxk' else br[n].conv.weight for n in first]
-    tensors += [n.weight for n in first_norms] + [n.bias for n in first_norms]
-    tensors += [n.weight for n in last_norms] + [n.bias for n in last_norms]
-    tensors += [br['1x1_kxk'].kxk.weight] if '1x1_kxk' in br else []
-    tensors += [origin.weight] + ([origin.bias] if plan.bias else [])
-    tensors += [br[r[0]].conv.weight for r in readers]
-    return plan, tensors, first_norms + last_norms
-
-
-class _Roles:
-    """The tensors of :func:`_plan`, or anything listed in that order (which of them need a gradient, their
-    dtypes, their gradients), by role: :func:`_unpack` reads a flat list into one, :meth:`flat` writes it back."""
-
-    def __init__(self, groups: List[list], kxk, origin, bias, readers: list):
-        # first-stage 1x1 weights, their BNs' weights, biases; the last BNs' weights, biases
-        self.groups, self.kxk, self.origin, self.bias, self.readers = groups, kxk, origin, bias, readers
-
-    def flat(self, plan: _Plan) -> list:
-        out = [item for group in self.groups for item in group]
-        out += [self.kxk] if '1x1_kxk' in plan.first else []
-        return out + [self.origin] + ([self.bias] if plan.bias else []) + self.readers
+    groups = [[br[n].conv1.weight if n == '1x1_kxk' else br[n].conv.weight for n in first],
+              [n.weight for n in first_norms], [n.bias for n in first_norms], [n.weight for n in last_norms],
+              [n.bias for n in last_norms]]
+    tensors = _Roles(groups, br['1x1_kxk'].kxk.weight if '1x1_kxk' in br else None, origin.weight, origin.bias,
+                     [br[r[0]].conv.weight for r in readers])
+    return plan, tensors.flat(plan), first_norms + last_norms
 
 
 def _unpack(plan: _Plan, items: Sequence) -> _Roles:

@@ -277,3 +277,55 @@ def test_traced_by_torch_compile(group_on_cpu):
     assert_same_grads_and_buffers(ref, model)
     assert int(model[3].branches['1x1'].norm.num_batches_tracked) == 2
     torch._dynamo.reset()
+
+
+def _ddp_main(rank, world, store, out):
+    """Two SGD steps of a grown block + BN under DistributedDataParallel (gloo), grouped and per branch,
+    on this rank's half of each batch; rank 0 saves both models' parameters and buffers."""
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel
+    torch.set_num_threads(1)
+    fast_block.GROUP_BNS['cpu'] = True  # as on a GPU
+    dist.init_process_group('gloo', init_method=f'file://{store}', rank=rank, world_size=world)
+    try:
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Conv2d(6, 6, 3, 1, 1, bias=False), nn.BatchNorm2d(6)).double()
+        grow(model, ['0'])
+        model.train()
+        results = {}
+        for name, fast in (('grouped', True), ('per_branch', False)):
+            m = copy.deepcopy(model)
+            set_fast_forward(m, fast)
+            ddp = DistributedDataParallel(m)
+            optim = torch.optim.SGD(ddp.parameters(), lr=0.1, momentum=0.9)
+            for step in range(2):
+                x = torch.randn(4, 6, 10, 10, dtype=torch.float64, generator=torch.Generator().manual_seed(step))
+                optim.zero_grad()
+                ddp(x[2 * rank:2 * rank + 2]).square().mean().backward()
+                optim.step()
+            results[name] = {k: v.clone() for k, v in m.state_dict().items()}
+            bns = count_ops(lambda: copy.deepcopy(m)(x))['aten.native_batch_norm']  # which forward ran
+            results[name]['bns'] = torch.tensor(bns)
+        if rank == 0:
+            torch.save(results, out)
+    finally:
+        dist.destroy_process_group()
+
+
+def test_trains_alike_under_ddp(tmp_path):
+    """Two CPU processes (gloo) with DistributedDataParallel: the grouped forward (its written-out backward
+    feeding DDP's gradient hooks, its packed statistics broadcast by DDP) trains the block to the
+    per-branch forward's weights and statistics (float64, two SGD steps)."""
+    import torch.multiprocessing as mp
+    out = tmp_path / 'state.pt'
+    mp.start_processes(_ddp_main, args=(2, str(tmp_path / 'store'), str(out)), nprocs=2, start_method='spawn')
+    results = torch.load(out)
+    grouped, ref = results['grouped'], results['per_branch']
+    assert int(grouped.pop('bns')) == 4 and int(ref.pop('bns')) == 9  # 2 groups, c, the BN after; 8 + 1
+    assert grouped.keys() == ref.keys()
+    for key, value in ref.items():
+        if value.is_floating_point():
+            assert (grouped[key] - value).abs().max().item() <= 1e-10 * max(value.abs().max().item(), 1.0), key
+        else:
+            assert torch.equal(grouped[key], value), key
+    assert int(ref['0.branches.1x1.norm.num_batches_tracked']) == 2

@@ -207,11 +207,11 @@ def conv_bn(channels: int, mode: str = 'origin', seed: int = 0) -> nn.Module:
 
 
 def block_ops(channels: int = 64, size: int = 56, batch: int = 64) -> Dict[str, dict]:
-    """Aten ops and bytes moved (:func:`~.ops.count`) by one train step, on ``meta`` (see
-    :func:`model_counts`), of a 3×3 conv + BN (C = ``channels``, ``batch`` × ``size``², float32,
-    training-mode BNs, the input requiring a gradient as inside a network) and of the block grown from
-    it: every branch type (``dyrep``), DBB's and RepVGG's sets, each per branch and ``+fast``. ``ratio``
-    and ``traffic`` are the ops and the bytes over the conv + BN's."""
+    """Aten ops, bytes moved and bytes saved for the backward (:func:`~.ops.count`) by one train step, on
+    ``meta`` (see :func:`model_counts`), of a 3×3 conv + BN (C = ``channels``, ``batch`` × ``size``²,
+    float32, training-mode BNs, the input requiring a gradient as inside a network) and of the block
+    grown from it: every branch type (``dyrep``), DBB's and RepVGG's sets, each per branch and ``+fast``.
+    ``ratio``, ``traffic`` and ``memory`` are the three over the conv + BN's."""
     out = {}
     x = torch.randn(batch, channels, size, size, device='meta', requires_grad=True)
     for mode in ('origin', 'dyrep', 'dbb', 'repvgg'):
@@ -219,23 +219,25 @@ def block_ops(channels: int = 64, size: int = 56, batch: int = 64) -> Dict[str, 
         for fast in ((False, True) if mode != 'origin' else (False, )):
             set_fast_forward(model, fast)
             train_step_counts(model, x)  # the first call packs BN buffers
-            ops, moved = train_step_counts(model, x)
+            ops, moved, saved = train_step_counts(model, x)
             out[mode + ('+fast' if fast else '')] = {'ops': sum(ops.values()), 'kernel_ops': kernel_ops(ops),
-                                                     'by_op': dict(ops), 'bytes': sum(moved.values())}
+                                                     'by_op': dict(ops), 'bytes': sum(moved.values()), 'saved': saved}
     base = out['origin']
     for res in out.values():
         res['ratio'], res['traffic'] = res['ops'] / base['ops'], res['bytes'] / base['bytes']
+        res['memory'] = res['saved'] / base['saved']
     return out
 
 
 def model_counts(models: Dict[str, nn.Module], batch: int = 64, size: int = 224) -> Dict[str, Dict[str, float]]:
-    """``{'ops': {name: aten ops}, 'traffic': {name: bytes moved / origin's}}`` of one train step (``batch``
-    × ``size``², float32) of each model (:func:`~.ops.count`), on PyTorch's ``meta`` device: shapes only,
+    """``{'ops': {name: aten ops}, 'traffic': {name: bytes moved / origin's}, 'memory': {name: bytes saved
+    for the backward / origin's}}`` of one train step (``batch`` × ``size``², float32) of each model
+    (:func:`~.ops.count`), on PyTorch's ``meta`` device: shapes only,
     no data, so any shape costs the same; the same count on any machine, with the choices the fast
     forward makes on a GPU (on CPU it pools some 1×1–AVG branches first: fewer multiply-adds, more ops)."""
     x = torch.randn(batch, 3, size, size, device='meta')
     target = torch.zeros(batch, dtype=torch.long, device='meta')
-    ops, moved = {}, {}
+    ops, moved, saved = {}, {}, {}
     for name, model in models.items():
         # in the default memory format: a BN on ``meta`` returns NCHW whatever its input, so channels-last
         # models would count layout copies that a GPU does not make
@@ -243,9 +245,11 @@ def model_counts(models: Dict[str, nn.Module], batch: int = 64, size: int = 224)
         m.train()
         train_step_counts(m, x, lambda t: F.cross_entropy(m(t), target))  # the first call packs BN buffers
         counts = train_step_counts(m, x, lambda t: F.cross_entropy(m(t), target))
-        ops[name], moved[name] = sum(counts.ops.values()), sum(counts.bytes.values())
-    base = moved.get('origin')
-    return {'ops': ops, 'traffic': {name: b / base for name, b in moved.items()} if base else {}}
+        ops[name], moved[name], saved[name] = sum(counts.ops.values()), sum(counts.bytes.values()), counts.saved
+    if 'origin' not in models:
+        return {'ops': ops, 'traffic': {}, 'memory': {}}
+    return {'ops': ops, 'traffic': {name: b / moved['origin'] for name, b in moved.items()},
+            'memory': {name: b / saved['origin'] for name, b in saved.items()}}
 
 
 def with_compiled(models: Dict[str, nn.Module], backend: str = 'inductor') -> Dict[str, nn.Module]:
@@ -336,11 +340,12 @@ def table(result: dict) -> List[str]:
                 lines.append(line)
     for arch, entry in result['archs'].items():
         for mode, n in entry['ops'].items():
-            lines.append(f'{arch:9} one train step: {mode:20} {n:5d} aten ops, '
-                         f'{entry["traffic"].get(mode, float("nan")):5.2f}x the bytes of origin')
+            lines.append(f'{arch:9} one train step: {mode:20} {n:5d} aten ops; x origin: bytes moved '
+                         f'{entry["traffic"].get(mode, float("nan")):5.2f}, bytes saved for the backward '
+                         f'{entry.get("memory", {}).get(mode, float("nan")):5.2f}')
     for mode, r in result['block_ops'].items():
         lines.append(f'3x3 block (C=64) {mode:12} {r["ops"]:3d} ops ({r["kernel_ops"]} may launch a kernel) '
-                     f'{r["ratio"]:.2f}x conv + BN, bytes {r["traffic"]:.2f}x')
+                     f'{r["ratio"]:.2f}x conv + BN; bytes moved {r["traffic"]:.2f}x, saved {r["memory"]:.2f}x')
     return lines
 
 

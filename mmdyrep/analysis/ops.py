@@ -13,10 +13,16 @@ same counter adds up, per op, the bytes of every tensor it reads (its tensor arg
 outputs): the traffic of an unfused execution, each tensor read or written once per op, with no cache
 (:func:`count`; views and :data:`NO_KERNEL` ops move nothing). Convolutions count their input, weight and
 output, though a GPU may be bound by their multiply-adds instead.
+
+A third count is for memory: the bytes of the distinct storages autograd saves for the backward
+(``torch.autograd.graph.saved_tensors_hooks``), all alive at the end of the forward: the activation
+memory of a train step, beside its weights, gradients and optimizer state (:func:`train_step_counts`
+leaves out the module's parameters and buffers and the input, which live anyway).
 """
 from collections import Counter
-from typing import Callable, NamedTuple, Optional
+from typing import Callable, Iterable, NamedTuple, Optional
 
+import torch
 from torch import Tensor, nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
@@ -27,9 +33,11 @@ NO_KERNEL = frozenset({'aten.empty', 'aten.empty_like', 'aten.empty_strided', 'a
 
 
 class Counts(NamedTuple):
-    """What :func:`count` counted, per op name: how many dispatches, and how many bytes they moved."""
+    """What :func:`count` counted: per op name, how many dispatches and how many bytes they moved; and the
+    bytes saved for the backward."""
     ops: Counter
     bytes: Counter
+    saved: int = 0
 
 
 def _bytes(*trees) -> int:
@@ -40,23 +48,34 @@ class _OpCounter(TorchDispatchMode):
 
     def __init__(self):
         super().__init__()
-        self.counts = Counts(Counter(), Counter())
+        self.ops, self.bytes = Counter(), Counter()
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
         if not func.is_view:
             name = str(func.overloadpacket)
-            self.counts.ops[name] += 1
+            self.ops[name] += 1
             if name not in NO_KERNEL:
-                self.counts.bytes[name] += _bytes(args, kwargs, out)
+                self.bytes[name] += _bytes(args, kwargs, out)
         return out
 
 
-def count(fn: Callable[[], object]) -> Counts:
-    """The aten ops ``fn()`` dispatches (views left out) and the bytes they read and write, per op name."""
-    with _OpCounter() as counter:
+def count(fn: Callable[[], object], exclude: Iterable[Tensor] = ()) -> Counts:
+    """The aten ops ``fn()`` dispatches (views left out) and the bytes they read and write, per op name,
+    and the bytes of the storages autograd saves for the backward meanwhile, but those of ``exclude``.
+    (Storages are told apart by their Python object, which PyTorch keeps one per storage: this works on
+    ``meta`` too, where every address is 0; they are held until the end.)"""
+    storages, skip = {}, {id(t.untyped_storage()) for t in exclude}
+
+    def pack(t: Tensor) -> Tensor:
+        storage = t.untyped_storage()
+        storages[id(storage)] = storage
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), _OpCounter() as counter:
         fn()
-    return counter.counts
+    saved = sum(storage.nbytes() for key, storage in storages.items() if key not in skip)
+    return Counts(counter.ops, counter.bytes, saved)
 
 
 def count_ops(fn: Callable[[], object]) -> Counter:
@@ -70,7 +89,8 @@ def kernel_ops(ops: Counter) -> int:
 
 
 def train_step_counts(module: nn.Module, x: Tensor, forward: Optional[Callable[[Tensor], Tensor]] = None) -> Counts:
-    """The ops (and bytes, :func:`count`) of one training forward + backward of ``module`` (or of
+    """The ops, bytes moved and bytes saved for the backward (:func:`count`; the last without the module's
+    parameters and buffers and ``x``) of one training forward + backward of ``module`` (or of
     ``forward(x)``) on ``x``, with a sum as the loss. Gradients are cleared first (accumulating into an
     existing ``.grad`` adds ops) and again after; ``x`` keeps its ``requires_grad`` (a block inside a
     network also sends a gradient to its input: one addition per extra reader of ``x``)."""
@@ -83,7 +103,7 @@ def train_step_counts(module: nn.Module, x: Tensor, forward: Optional[Callable[[
         p.grad = None
     if x.grad is not None:
         x.grad = None
-    counts = count(step)
+    counts = count(step, [x, *module.parameters(), *module.buffers()])
     for p in module.parameters():
         p.grad = None
     x.grad = None

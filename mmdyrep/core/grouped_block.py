@@ -24,7 +24,11 @@ its multiply-adds. :func:`grouped_forward` computes the same function with far f
 * the backward is written out (:class:`_GroupedForward`): one ``convolution_backward`` per conv and
   one ``native_batch_norm_backward`` per BN group, the parameters' gradients returned as views of the
   grouped ones, only the gradients asked for. Autograd's generic backward of the same forward adds the
-  backward of every concatenation, slice and cast, and a copy for the reduction over branches.
+  backward of every concatenation, slice and cast, and a copy for the reduction over branches;
+* the first stage's conv output and its shifted BN output are not kept for the backward but
+  recomputed there from the block's input (one 1×1 conv, one BN): 5 of the 11 output-sized tensors a
+  fully grown block would keep, 3 more ops. The activation memory of a train step is what a GPU's peak
+  memory follows (docs/benchmarks.md).
 
 Same outputs, gradients and running statistics as the per-branch forward up to float rounding
 (tests in float64), in either memory format, under autocast (the convs cast to its dtype explicitly,
@@ -312,7 +316,8 @@ def _forward(block: nn.Module, plan: _Plan, x: Tensor, tensors: Sequence[Tensor]
             zero = torch.native_batch_norm(zeros_in, gamma_first[:padded], beta_first[:padded],
                                            running_mean[:padded], running_var[:padded], False, 0.0, p.eps)[0]
         yc = y[:, :padded] - zero
-        keep.update(u=u, mean_first=mean, invstd_first=invstd, gamma_first=gamma_first, yc=yc)
+        keep.update(u=u, mean_first=mean, invstd_first=invstd, gamma_first=gamma_first, beta_first=beta_first,
+                    zero=zero, yc=yc)
         parts = dict(zip(p.first, yc.split_with_sizes(p.first_sizes[:p.padded], 1)))
         zeros = dict(zip(p.first, zero.reshape(-1).split_with_sizes(p.first_sizes[:p.padded])))
         if p.padded < len(p.first):  # the joined 1x1's BN output is added to the block's output as it is
@@ -370,15 +375,17 @@ class _GroupedForward(torch.autograd.Function):
     """:func:`_forward` with its backward written out: each conv's and each grouped BN's backward is one op,
     the gradients of the concatenated parameters are returned as views of the grouped ones, and nothing
     is cast or copied that autograd's generic backward of :func:`_forward` would (slices of gradients,
-    concatenations of parameters, sums): fewer ops, same gradients."""
+    concatenations of parameters, sums): fewer ops, same gradients. The first stage's activations are
+    recomputed in the backward rather than kept (see the module docstring)."""
 
     @staticmethod
     def forward(ctx, block, plan, statistics, x, *tensors):
         out, keep = _forward(block, plan, x, tensors, statistics)
         ctx.plan, ctx.x_dtype = plan, x.dtype
         ctx.dtypes = [t.dtype for t in tensors]
-        names = ('x', 'first', 'u', 'mean_first', 'invstd_first', 'gamma_first', 'yc', 'kxk', 'avg', 'origin', 'z',
-                 'mean_last', 'invstd_last', 'gamma_last')
+        # not kept: the first stage's conv output u and its shifted BN output (recomputed in the backward)
+        names = ('x', 'first', 'mean_first', 'invstd_first', 'gamma_first', 'beta_first', 'zero', 'kxk', 'avg',
+                 'origin', 'z', 'mean_last', 'invstd_last', 'gamma_last')
         ctx.names = names
         ctx.save_for_backward(*(keep.get(n) for n in names), *keep['readers'])
         return out
@@ -408,8 +415,15 @@ class _GroupedForward(torch.autograd.Function):
             if 'residual' in parts:
                 gx.append(parts['residual'])
         if p.first:
+            # recomputed rather than kept from the forward (activation memory: 3 and 2 of the block's 11
+            # output-sized tensors for every branch type), from the same inputs: the same values
+            u = F.conv2d(k['x'], k['first'])
+            padded = sum(p.first_sizes[:p.padded])
+            shifted = k['beta_first'][:padded] - k['zero'].reshape(-1)  # y - c, as the forward's
+            yc = torch.native_batch_norm(u[:, :padded], k['gamma_first'][:padded], shifted, None, None, True, 0.0,
+                                         p.eps)[0]
             gy = []  # the gradient of the middle BNs' output
-            yc = dict(zip(p.first, k['yc'].split_with_sizes(p.first_sizes[:p.padded], 1)))
+            yc = dict(zip(p.first, yc.split_with_sizes(p.first_sizes[:p.padded], 1)))
             for name in p.first:
                 if name == '1x1_kxk':
                     gi, g.kxk, _ = _conv_backward(parts[name], yc[name], k['kxk'], (True, need.kxk, False), s.stride,
@@ -419,8 +433,8 @@ class _GroupedForward(torch.autograd.Function):
                                         s.dilation, groups=s.out_channels)[0]
                 else:  # the joined 1x1: its BN's output is added to the block's output
                     gi = grad
-                gy.append(_to(gi, k['u'].dtype))
-            gu, gamma, beta = _norm_backward(_cat(gy, 1), k['u'], k['gamma_first'], k['mean_first'], k['invstd_first'],
+                gy.append(_to(gi, u.dtype))
+            gu, gamma, beta = _norm_backward(_cat(gy, 1), u, k['gamma_first'], k['mean_first'], k['invstd_first'],
                                              p.eps, (True, any(need.groups[1]), any(need.groups[2])))
             gxf, weight, _ = _conv_backward(gu, k['x'], k['first'], (need_x, any(need.groups[0]), False))
             gx.append(gxf)

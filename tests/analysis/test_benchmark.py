@@ -26,21 +26,21 @@ def test_fixed_table3_structure(arch, params_ratio):
 
 
 def test_block_ops_fast_path_issues_fewer():
-    """The grouped forward issues about half the ops of the per-branch one, but moves about the same bytes
-    (its concatenations copy what the per-branch BNs and additions read in place): it saves launches,
-    not memory traffic. At C = 64, 64 x 56 x 56 (the default; measured: per branch 11.7x / 7.8x the conv
-    + BN's bytes, grouped 12.2x / 7.7x for all branches / DBB's set; saved for the backward 10.2x / 8.2x
-    per branch, 11.0x / 8.0x grouped)."""
+    """The grouped forward issues about half the ops of the per-branch one and saves far fewer activations
+    for the backward (it recomputes its first stage there), but moves a little more bytes (its
+    concatenations copy what the per-branch BNs and additions read in place; the recomputation reads
+    again): it saves launches and memory, not traffic. At C = 64, 64 x 56 x 56 (the default), measured
+    for all branches / DBB's set: bytes moved 11.7x / 7.8x the conv + BN's per branch, 12.9x / 8.45x
+    grouped; saved 10.2x / 8.2x per branch, 6.0x / 3.0x grouped."""
     ops = benchmark.block_ops(channels=16, size=8, batch=2)
     assert ops['origin']['ratio'] == 1.0 and ops['origin']['traffic'] == 1.0
-    assert ops['dyrep+fast']['ops'] < 0.45 * ops['dyrep']['ops']
-    assert ops['dbb+fast']['ops'] < 0.5 * ops['dbb']['ops']
+    assert ops['dyrep+fast']['ops'] < 0.5 * ops['dyrep']['ops']
+    assert ops['dbb+fast']['ops'] < 0.55 * ops['dbb']['ops']
     assert ops['repvgg+fast']['ops'] == ops['repvgg']['ops']  # left per branch: grouping saves nothing
     ops = benchmark.block_ops()
     for mode in ('dyrep', 'dbb'):
-        assert ops[mode]['traffic'] > 7 and 0.95 < ops[mode + '+fast']['traffic'] / ops[mode]['traffic'] < 1.05
-        # activations saved for the backward: about the same too (grouped: +1 copy of x in the last BNs' input)
-        assert ops[mode]['memory'] > 7 and 0.95 < ops[mode + '+fast']['memory'] / ops[mode]['memory'] < 1.1
+        assert ops[mode]['traffic'] > 7 and 0.95 < ops[mode + '+fast']['traffic'] / ops[mode]['traffic'] < 1.15
+        assert ops[mode]['memory'] > 7 and ops[mode + '+fast']['memory'] < 0.65 * ops[mode]['memory']
 
 
 def test_cli_end_to_end_on_cpu(tmp_path):

@@ -316,8 +316,7 @@ def _forward(block: nn.Module, plan: _Plan, x: Tensor, tensors: Sequence[Tensor]
             zero = torch.native_batch_norm(zeros_in, gamma_first[:padded], beta_first[:padded],
                                            running_mean[:padded], running_var[:padded], False, 0.0, p.eps)[0]
         yc = y[:, :padded] - zero
-        keep.update(u=u, mean_first=mean, invstd_first=invstd, gamma_first=gamma_first, beta_first=beta_first,
-                    zero=zero, yc=yc)
+        keep.update(mean_first=mean, invstd_first=invstd, gamma_first=gamma_first, beta_first=beta_first, zero=zero)
         parts = dict(zip(p.first, yc.split_with_sizes(p.first_sizes[:p.padded], 1)))
         zeros = dict(zip(p.first, zero.reshape(-1).split_with_sizes(p.first_sizes[:p.padded])))
         if p.padded < len(p.first):  # the joined 1x1's BN output is added to the block's output as it is

@@ -18,9 +18,10 @@ Every mode but origin runs twice: with the per-branch reference forward and as u
 is forward + cross-entropy + backward + SGD (momentum 0.9) on a fixed random batch, in float32 or under
 bf16 autocast. Steps are interleaved round-robin across modes; medians after warm-up;
 CUDA-synchronised; peak memory per mode from ``torch.cuda.max_memory_allocated`` over one step (on
-CPU: not measured). The aten ops of one train step (:mod:`mmdyrep.analysis.ops`, a launch proxy) are
-counted on PyTorch's ``meta`` device (shapes only: the same on any machine, with a GPU's choices) for
-the whole model on a small input and for one 3×3 block (C = 64) against the conv + BN it replaced.
+CPU: not measured). The aten ops, bytes moved and bytes saved for the backward of one train step
+(:mod:`mmdyrep.analysis.ops`: proxies for launches, memory traffic and activation memory) are counted
+on PyTorch's ``meta`` device (shapes only: the same on any machine, with a GPU's choices) for the
+whole model at the smallest batch and for one 3×3 block (C = 64) against the conv + BN it replaced.
 
 Two ways to run the same models faster, measured beside the eager ones:
 

@@ -110,9 +110,4 @@ def train_step_counts(module: nn.Module, x: Tensor, forward: Optional[Callable[[
     return counts
 
 
-def train_step_ops(module: nn.Module, x: Tensor, forward: Optional[Callable[[Tensor], Tensor]] = None) -> Counter:
-    """The ops of :func:`train_step_counts`."""
-    return train_step_counts(module, x, forward).ops
-
-
-__all__ = ['NO_KERNEL', 'Counts', 'count', 'count_ops', 'kernel_ops', 'train_step_counts', 'train_step_ops']
+__all__ = ['NO_KERNEL', 'Counts', 'count', 'count_ops', 'kernel_ops', 'train_step_counts']

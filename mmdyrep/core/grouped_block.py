@@ -225,6 +225,11 @@ class _Plan(NamedTuple):
     eps: float
     momentum: float
 
+    @property
+    def padded_sizes(self) -> Tuple[int, ...]:
+        """The channels of the first-stage branches that pad (1×1–K×K, 1×1–AVG): the first ones."""
+        return self.first_sizes[:self.padded]
+
 
 class _Roles:
     """The tensors of :func:`_plan`, or anything listed in that order (which of them need a gradient, their
@@ -310,15 +315,15 @@ def _forward(block: nn.Module, plan: _Plan, x: Tensor, tensors: Sequence[Tensor]
         y, mean, invstd = torch.native_batch_norm(u, gamma_first, beta_first, running_mean[:f], running_var[:f], True,
                                                   p.momentum, p.eps)
         # the 1x1-KxK and 1x1-AVG branches pad y with their BNs' zero response c: pad_c(y) = pad_0(y - c) + c
-        padded = sum(p.first_sizes[:p.padded])
+        padded = sum(p.padded_sizes)
         with torch.no_grad():  # c, from running statistics as the reference
             zeros_in = _constant(block, '_grouped_zeros', (1, padded, 1, 1), 0.0, y)
             zero = torch.native_batch_norm(zeros_in, gamma_first[:padded], beta_first[:padded],
                                            running_mean[:padded], running_var[:padded], False, 0.0, p.eps)[0]
         yc = y[:, :padded] - zero
         keep.update(mean_first=mean, invstd_first=invstd, gamma_first=gamma_first, beta_first=beta_first, zero=zero)
-        parts = dict(zip(p.first, yc.split_with_sizes(p.first_sizes[:p.padded], 1)))
-        zeros = dict(zip(p.first, zero.reshape(-1).split_with_sizes(p.first_sizes[:p.padded])))
+        parts = dict(zip(p.first, yc.split_with_sizes(p.padded_sizes, 1)))
+        zeros = dict(zip(p.first, zero.reshape(-1).split_with_sizes(p.padded_sizes)))
         if p.padded < len(p.first):  # the joined 1x1's BN output is added to the block's output as it is
             joined_part = y[:, padded:]
         if t.kxk is not None:
@@ -396,6 +401,7 @@ class _GroupedForward(torch.autograd.Function):
         k, readers = dict(zip(ctx.names, saved)), saved[len(ctx.names):]
         need_x, need = ctx.needs_input_grad[3], _unpack(p, ctx.needs_input_grad[4:])
         g = _unpack(p, [None] * len(ctx.dtypes))  # the gradients, by role
+        dtypes = _unpack(p, ctx.dtypes)  # the tensors' dtypes, which their gradients take
         gx0, g.origin, g.bias = _conv_backward(grad, k['x'], k['origin'], (need_x, need.origin, bool(need.bias)),
                                                s.stride, s.padding, s.dilation, s.out_channels if p.bias else None)
         gx = [gx0]  # the gradients of x, summed at the end
@@ -417,12 +423,12 @@ class _GroupedForward(torch.autograd.Function):
             # recomputed rather than kept from the forward (activation memory: 3 and 2 of the block's 11
             # output-sized tensors for every branch type), from the same inputs: the same values
             u = F.conv2d(k['x'], k['first'])
-            padded = sum(p.first_sizes[:p.padded])
+            padded = sum(p.padded_sizes)
             shifted = k['beta_first'][:padded] - k['zero'].reshape(-1)  # y - c, as the forward's
             yc = torch.native_batch_norm(u[:, :padded], k['gamma_first'][:padded], shifted, None, None, True, 0.0,
                                          p.eps)[0]
+            yc = dict(zip(p.first, yc.split_with_sizes(p.padded_sizes, 1)))
             gy = []  # the gradient of the middle BNs' output
-            yc = dict(zip(p.first, yc.split_with_sizes(p.first_sizes[:p.padded], 1)))
             for name in p.first:
                 if name == '1x1_kxk':
                     gi, g.kxk, _ = _conv_backward(parts[name], yc[name], k['kxk'], (True, need.kxk, False), s.stride,
@@ -437,9 +443,8 @@ class _GroupedForward(torch.autograd.Function):
                                              p.eps, (True, any(need.groups[1]), any(need.groups[2])))
             gxf, weight, _ = _conv_backward(gu, k['x'], k['first'], (need_x, any(need.groups[0]), False))
             gx.append(gxf)
-            weight = _to(weight, ctx.dtypes[0])
+            weight = _to(weight, dtypes.groups[0][0])
             g.groups[:3] = [_split(t, p.first_sizes, old) for t, old in zip((weight, gamma, beta), g.groups[:3])]
-        dtypes = _unpack(p, ctx.dtypes)
         g.kxk, g.origin, g.bias = (_to(g.kxk, dtypes.kxk), _to(g.origin, dtypes.origin), _to(g.bias, dtypes.bias))
         g.readers = [_to(t, d) for t, d in zip(g.readers, dtypes.readers)]
         grad_x = None

@@ -212,7 +212,9 @@ def block_ops(channels: int = 64, size: int = 56, batch: int = 64) -> Dict[str, 
     ``meta`` (see :func:`model_counts`), of a 3×3 conv + BN (C = ``channels``, ``batch`` × ``size``²,
     float32, training-mode BNs, the input requiring a gradient as inside a network) and of the block
     grown from it: every branch type (``dyrep``), DBB's and RepVGG's sets, each per branch and ``+fast``.
-    ``ratio``, ``traffic`` and ``memory`` are the three over the conv + BN's."""
+    ``kernels`` adds to the ops that may launch one the kernels convolutions launch inside themselves on
+    CUDA (``hidden``, by kind), and ``bytes`` their bytes. ``ratio`` (ops), ``kernel_ratio``, ``traffic``
+    (bytes) and ``memory`` (saved) are over the conv + BN's."""
     out = {}
     x = torch.randn(batch, channels, size, size, device='meta', requires_grad=True)
     for mode in ('origin', 'dyrep', 'dbb', 'repvgg'):
@@ -220,25 +222,28 @@ def block_ops(channels: int = 64, size: int = 56, batch: int = 64) -> Dict[str, 
         for fast in ((False, True) if mode != 'origin' else (False, )):
             set_fast_forward(model, fast)
             train_step_counts(model, x)  # the first call packs BN buffers
-            ops, moved, saved = train_step_counts(model, x)
-            out[mode + ('+fast' if fast else '')] = {'ops': sum(ops.values()), 'kernel_ops': kernel_ops(ops),
-                                                     'by_op': dict(ops), 'bytes': sum(moved.values()), 'saved': saved}
+            c = train_step_counts(model, x)
+            out[mode + ('+fast' if fast else '')] = {
+                'ops': sum(c.ops.values()), 'kernel_ops': kernel_ops(c.ops), 'by_op': dict(c.ops),
+                'hidden': dict(c.hidden), 'kernels': kernel_ops(c.ops) + sum(c.hidden.values()),
+                'bytes': sum(c.bytes.values()) + sum(c.hidden_bytes.values()), 'saved': c.saved}
     base = out['origin']
     for res in out.values():
         res['ratio'], res['traffic'] = res['ops'] / base['ops'], res['bytes'] / base['bytes']
-        res['memory'] = res['saved'] / base['saved']
+        res['kernel_ratio'], res['memory'] = res['kernels'] / base['kernels'], res['saved'] / base['saved']
     return out
 
 
 def model_counts(models: Dict[str, nn.Module], batch: int = 64, size: int = 224) -> Dict[str, Dict[str, float]]:
-    """``{'ops': {name: aten ops}, 'traffic': {name: bytes moved / origin's}, 'memory': {name: bytes saved
-    for the backward / origin's}}`` of one train step (``batch`` × ``size``², float32) of each model
-    (:func:`~.ops.count`), on PyTorch's ``meta`` device: shapes only,
-    no data, so any shape costs the same; the same count on any machine, with the choices the fast
-    forward makes on a GPU (on CPU it pools some 1×1–AVG branches first: fewer multiply-adds, more ops)."""
+    """``{'ops': {name: aten ops}, 'kernels': {name: those that may launch a kernel, and the kernels the
+    convolutions launch inside themselves on CUDA}, 'traffic': {name: bytes moved (those kernels' too) /
+    origin's}, 'memory': {name: bytes saved for the backward / origin's}}`` of one train step (``batch`` ×
+    ``size``², float32) of each model (:func:`~.ops.count`), on PyTorch's ``meta`` device: shapes only, no
+    data, so any shape costs the same; the same count on any machine, with the choices the fast forward
+    makes on a GPU (on CPU it pools some 1×1–AVG branches first: fewer multiply-adds, more ops)."""
     x = torch.randn(batch, 3, size, size, device='meta')
     target = torch.zeros(batch, dtype=torch.long, device='meta')
-    ops, moved, saved = {}, {}, {}
+    ops, kernels, moved, saved = {}, {}, {}, {}
     for name, model in models.items():
         # in the default memory format: a BN on ``meta`` returns NCHW whatever its input, so channels-last
         # models would count layout copies that a GPU does not make
@@ -246,10 +251,12 @@ def model_counts(models: Dict[str, nn.Module], batch: int = 64, size: int = 224)
         m.train()
         train_step_counts(m, x, lambda t: F.cross_entropy(m(t), target))  # the first call packs BN buffers
         counts = train_step_counts(m, x, lambda t: F.cross_entropy(m(t), target))
-        ops[name], moved[name], saved[name] = sum(counts.ops.values()), sum(counts.bytes.values()), counts.saved
+        ops[name], saved[name] = sum(counts.ops.values()), counts.saved
+        kernels[name] = kernel_ops(counts.ops) + sum(counts.hidden.values())
+        moved[name] = sum(counts.bytes.values()) + sum(counts.hidden_bytes.values())
     if 'origin' not in models:
-        return {'ops': ops, 'traffic': {}, 'memory': {}}
-    return {'ops': ops, 'traffic': {name: b / moved['origin'] for name, b in moved.items()},
+        return {'ops': ops, 'kernels': kernels, 'traffic': {}, 'memory': {}}
+    return {'ops': ops, 'kernels': kernels, 'traffic': {name: b / moved['origin'] for name, b in moved.items()},
             'memory': {name: b / saved['origin'] for name, b in saved.items()}}
 
 
@@ -341,12 +348,14 @@ def table(result: dict) -> List[str]:
                 lines.append(line)
     for arch, entry in result['archs'].items():
         for mode, n in entry['ops'].items():
-            lines.append(f'{arch:9} one train step: {mode:20} {n:5d} aten ops; x origin: bytes moved '
+            lines.append(f'{arch:9} one train step: {mode:20} {n:5d} aten ops, '
+                         f'{entry.get("kernels", {}).get(mode, 0):5d} CUDA kernels; x origin: bytes moved '
                          f'{entry["traffic"].get(mode, float("nan")):5.2f}, bytes saved for the backward '
                          f'{entry.get("memory", {}).get(mode, float("nan")):5.2f}')
     for mode, r in result['block_ops'].items():
-        lines.append(f'3x3 block (C=64) {mode:12} {r["ops"]:3d} ops ({r["kernel_ops"]} may launch a kernel) '
-                     f'{r["ratio"]:.2f}x conv + BN; bytes moved {r["traffic"]:.2f}x, saved {r["memory"]:.2f}x')
+        lines.append(f'3x3 block (C=64) {mode:12} {r["ops"]:3d} ops {r["ratio"]:.2f}x conv + BN; '
+                     f'{r["kernels"]:3d} CUDA kernels {r["kernel_ratio"]:.2f}x; bytes moved {r["traffic"]:.2f}x, '
+                     f'saved {r["memory"]:.2f}x')
     return lines
 
 

@@ -18,12 +18,26 @@ A third count is for memory: the bytes of the distinct storages autograd saves f
 (``torch.autograd.graph.saved_tensors_hooks``), all alive at the end of the forward: the activation
 memory of a train step, beside its weights, gradients and optimizer state (:func:`train_step_counts`
 leaves out the module's parameters and buffers and the input, which live anyway).
+
+A dispatched op may launch more than one kernel. On CUDA, a convolution makes its input and weight
+contiguous (in the memory format cuDNN picks: channels-last when the input or the weight is) with a
+copy each where they are not, runs cuDNN, which takes no bias, then adds the bias in a second kernel;
+its backward makes the output gradient and the weight contiguous, and the input too where the weight's
+gradient is asked for, and sums the output gradient for the bias' (PyTorch's
+``aten/src/ATen/native/Convolution.cpp``). These kernels never reach the dispatcher.
+:func:`hidden_kernels` names them from the op's arguments, and :func:`count` adds them up apart
+(``Counts.hidden``, ``Counts.hidden_bytes``). A channel slice of a batch is not contiguous, so code that
+concatenates along the channels and then slices pays them. The CPU's convolutions make the same copies,
+but one: they copy the backward's input whether or not the weight's gradient is asked for
+(``tests/analysis/test_ops.py`` checks the rule against the CPU profiler). The bias addition and the
+bias' gradient are cuDNN's: where the CPU fuses them, they are counted anyway.
 """
 from collections import Counter
-from typing import Callable, Iterable, NamedTuple, Optional
+from typing import Callable, Iterable, List, NamedTuple, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor, nn
+from torch._prims_common import suggest_memory_format
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
@@ -33,22 +47,56 @@ NO_KERNEL = frozenset({'aten.empty', 'aten.empty_like', 'aten.empty_strided', 'a
 
 
 class Counts(NamedTuple):
-    """What :func:`count` counted: per op name, how many dispatches and how many bytes they moved; and the
-    bytes saved for the backward."""
+    """What :func:`count` counted: per op name, how many dispatches and how many bytes they moved; the
+    bytes saved for the backward; per kind, the kernels the convolutions launch inside themselves on CUDA
+    and the bytes those move (:func:`hidden_kernels`)."""
     ops: Counter
     bytes: Counter
     saved: int = 0
+    hidden: Counter = Counter()
+    hidden_bytes: Counter = Counter()
 
 
 def _bytes(*trees) -> int:
     return sum(t.numel() * t.element_size() for t in tree_leaves(trees) if isinstance(t, Tensor))
 
 
+def _backend_format(*tensors: Tensor) -> torch.memory_format:
+    """The memory format cuDNN runs a convolution in: channels-last where the input or the weight is."""
+    channels_last = any(t.dim() == 4 and suggest_memory_format(t) == torch.channels_last for t in tensors)
+    return torch.channels_last if channels_last else torch.contiguous_format
+
+
+def _copy(t: Tensor, memory_format: torch.memory_format) -> List[Tuple[str, int]]:
+    return [] if t.is_contiguous(memory_format=memory_format) else [('copy', 2 * _bytes(t))]
+
+
+def hidden_kernels(name: str, args: Sequence, out) -> List[Tuple[str, int]]:
+    """``[(kind, bytes moved)]`` of the kernels the op ``name`` (``'aten.convolution'``, ...) called with
+    ``args`` runs inside itself on CUDA (see the module docstring): ``'copy'`` (reads and writes a tensor),
+    ``'bias'`` (the bias added to the output: reads it and the bias, writes it; not for depthwise convs,
+    whose kernel adds it), ``'bias_grad'`` (reads the output gradient); none for other ops."""
+    if name == 'aten.convolution':
+        x, weight, bias, groups = args[0], args[1], args[2], args[8]
+        memory_format = _backend_format(x, weight)
+        hidden = _copy(x, memory_format) + _copy(weight, memory_format)
+        if bias is not None and not (groups > 1 and groups == x.shape[1] == weight.shape[0]):
+            hidden.append(('bias', 2 * _bytes(out) + _bytes(bias)))
+        return hidden
+    if name == 'aten.convolution_backward':
+        grad, x, weight, mask = args[0], args[1], args[2], args[10]
+        memory_format = _backend_format(x, weight)
+        hidden = _copy(grad, memory_format) + _copy(weight, memory_format)
+        hidden += _copy(x, memory_format) if mask[1] else []
+        return hidden + ([('bias_grad', _bytes(grad) + _bytes(out[2]))] if mask[2] else [])
+    return []
+
+
 class _OpCounter(TorchDispatchMode):
 
     def __init__(self):
         super().__init__()
-        self.ops, self.bytes = Counter(), Counter()
+        self.ops, self.bytes, self.hidden, self.hidden_bytes = Counter(), Counter(), Counter(), Counter()
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
@@ -57,12 +105,16 @@ class _OpCounter(TorchDispatchMode):
             self.ops[name] += 1
             if name not in NO_KERNEL:
                 self.bytes[name] += _bytes(args, kwargs, out)
+            for kind, moved in hidden_kernels(name, args, out):
+                self.hidden[kind] += 1
+                self.hidden_bytes[kind] += moved
         return out
 
 
 def count(fn: Callable[[], object], exclude: Iterable[Tensor] = ()) -> Counts:
     """The aten ops ``fn()`` dispatches (views left out) and the bytes they read and write, per op name,
-    and the bytes of the storages autograd saves for the backward meanwhile, but those of ``exclude``.
+    the bytes of the storages autograd saves for the backward meanwhile, but those of ``exclude``, and the
+    kernels the convolutions among the ops would launch inside themselves on CUDA (:func:`hidden_kernels`).
     (Storages are told apart by their Python object, which PyTorch keeps one per storage: this works on
     ``meta`` too, where every address is 0; they are held until the end.)"""
     storages, skip = {}, {id(t.untyped_storage()) for t in exclude}
@@ -75,7 +127,7 @@ def count(fn: Callable[[], object], exclude: Iterable[Tensor] = ()) -> Counts:
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), _OpCounter() as counter:
         fn()
     saved = sum(storage.nbytes() for key, storage in storages.items() if key not in skip)
-    return Counts(counter.ops, counter.bytes, saved)
+    return Counts(counter.ops, counter.bytes, saved, counter.hidden, counter.hidden_bytes)
 
 
 def count_ops(fn: Callable[[], object]) -> Counter:
@@ -110,4 +162,4 @@ def train_step_counts(module: nn.Module, x: Tensor, forward: Optional[Callable[[
     return counts
 
 
-__all__ = ['NO_KERNEL', 'Counts', 'count', 'count_ops', 'kernel_ops', 'train_step_counts']
+__all__ = ['NO_KERNEL', 'Counts', 'count', 'count_ops', 'hidden_kernels', 'kernel_ops', 'train_step_counts']

@@ -20,15 +20,20 @@ its multiply-adds. :func:`grouped_forward` computes the same function with far f
   ``pad_0(y - c) + c``: the K×K conv and the K×K average then pad with zeros, and the constant
   ``c`` enters as their bias (``Σ W c``, ``c``), computed without a gradient, as the reference
   detaches ``c`` (the bias' share of ``W``'s gradient is the sum of the output gradient, which the
-  training-mode BN after it makes zero: so the gradients agree up to rounding);
+  training-mode BN after it makes zero: so the gradients agree up to rounding). ``y - c`` is one
+  subtraction per branch, so that each conv reads a contiguous tensor;
+* no conv runs with a bias over its output (cuDNN takes none: PyTorch adds it in a second kernel,
+  :func:`~mmdyrep.analysis.ops.hidden_kernels`): the origin's bias joins the bias of a last BN (their
+  outputs are summed), and the K×K's ``Σ W c``, a constant per channel before a training-mode BN, joins
+  only that BN's running mean (:func:`_add_kxk_bias`);
 * the backward is written out (:class:`_GroupedForward`): one ``convolution_backward`` per conv and
   one ``native_batch_norm_backward`` per BN group, the parameters' gradients returned as views of the
   grouped ones, only the gradients asked for. Autograd's generic backward of the same forward adds the
   backward of every concatenation, slice and cast, and a copy for the reduction over branches;
-* the first stage's conv output and its shifted BN output are not kept for the backward but
-  recomputed there from the block's input (one 1×1 conv, one BN): 5 of the 11 output-sized tensors a
-  fully grown block would keep, 3 more ops. The activation memory of a train step is what a GPU's peak
-  memory follows (docs/benchmarks.md).
+* the first stage's conv output and the K×K's input (its shifted BN output) are not kept for the
+  backward but recomputed there from the block's input (one 1×1 conv, one BN over the K×K's channels):
+  5 of the 11 output-sized tensors a fully grown block would keep, 3 more ops. The activation memory of a
+  train step is what a GPU's peak memory follows (docs/benchmarks.md).
 
 Same outputs, gradients and running statistics as the per-branch forward up to float rounding
 (tests in float64), in either memory format, under autocast (the convs cast to its dtype explicitly,
@@ -299,12 +304,14 @@ def _forward(block: nn.Module, plan: _Plan, x: Tensor, tensors: Sequence[Tensor]
     low = _autocast_dtype(x)
     running_mean, running_var, tracked = statistics
     t = _unpack(p, tensors)
+    if p.bias:  # the origin's bias joins the first last BN's (their outputs are summed): an addition of C
+        # values instead of one over the output (on CUDA, a conv's bias is a second kernel) and a reduction
+        t.groups[4][0] = t.groups[4][0] + t.bias
     u_weight, gamma_first, beta_first, gamma_last, beta_last = _joined(t.groups)
     br = block.branches
     f = sum(p.first_sizes)
     tracked.add_(1)
     xl = _to(x, low)
-    bias = _to(t.bias, low)
     keep = dict(x=xl, origin=_to(t.origin, low), readers=[_to(w, low) for w in t.readers])
     last_inputs: Dict[str, Tensor] = {}
     joined_part = None
@@ -315,30 +322,30 @@ def _forward(block: nn.Module, plan: _Plan, x: Tensor, tensors: Sequence[Tensor]
         y, mean, invstd = torch.native_batch_norm(u, gamma_first, beta_first, running_mean[:f], running_var[:f], True,
                                                   p.momentum, p.eps)
         # the 1x1-KxK and 1x1-AVG branches pad y with their BNs' zero response c: pad_c(y) = pad_0(y - c) + c
-        padded = sum(p.padded_sizes)
-        with torch.no_grad():  # c, from running statistics as the reference
-            zeros_in = _constant(block, '_grouped_zeros', (1, padded, 1, 1), 0.0, y)
+        padded, size = sum(p.padded_sizes), s.dilation * (s.kernel_size - 1) + 1
+        with torch.no_grad():  # c, from running statistics as the reference; as a size x size image (below)
+            zeros_in = _constant(block, '_grouped_zeros', (1, padded, size, size), 0.0, y)
             zero = torch.native_batch_norm(zeros_in, gamma_first[:padded], beta_first[:padded],
                                            running_mean[:padded], running_var[:padded], False, 0.0, p.eps)[0]
-        yc = y[:, :padded] - zero
         keep.update(mean_first=mean, invstd_first=invstd, gamma_first=gamma_first, beta_first=beta_first, zero=zero)
-        parts = dict(zip(p.first, yc.split_with_sizes(p.padded_sizes, 1)))
-        zeros = dict(zip(p.first, zero.reshape(-1).split_with_sizes(p.padded_sizes)))
+        # one subtraction per branch: each conv then reads a contiguous tensor (a channel slice of a batch is
+        # not: a convolution would copy it first, on CUDA and on CPU)
+        zeros = dict(zip(p.first, zero.split_with_sizes(p.padded_sizes, 1)))  # batch 1: contiguous
+        parts = {n: part - zeros[n][:, :, :1, :1] for n, part in zip(p.first, y.split_with_sizes(p.first_sizes, 1))
+                 if n in zeros}
         if p.padded < len(p.first):  # the joined 1x1's BN output is added to the block's output as it is
             joined_part = y[:, padded:]
         if t.kxk is not None:
             w = keep['kxk'] = _to(t.kxk, low)
-            with torch.no_grad():  # the constant's share: sum over the kernel of W c
-                size = s.dilation * (s.kernel_size - 1) + 1
-                c = zeros['1x1_kxk'].reshape(1, -1, 1, 1)
-                kxk_bias = F.conv2d(c.expand(1, c.shape[1], size, size), w, None, 1, 0, s.dilation).reshape(-1)
-            last_inputs['1x1_kxk'] = F.conv2d(parts['1x1_kxk'], w, kxk_bias, s.stride, s.padding, s.dilation)
+            with torch.no_grad():  # the constant's share, the sum over the kernel of W c (see _add_kxk_bias)
+                kxk_bias = F.conv2d(zeros['1x1_kxk'], w, None, 1, 0, s.dilation).reshape(-1)
+            last_inputs['1x1_kxk'] = F.conv2d(parts['1x1_kxk'], w, None, s.stride, s.padding, s.dilation)
         if '1x1_avg' in p.first:
             k = s.kernel_size
             keep['avg'] = _constant(br['1x1_avg'], '_avg_weight', (s.out_channels, 1, k, k), 1.0 / k**2, y)
-            last_inputs['1x1_avg'] = F.conv2d(parts['1x1_avg'], keep['avg'], zeros['1x1_avg'], s.stride, s.padding,
-                                              s.dilation, s.out_channels)
-    out = F.conv2d(xl, keep['origin'], bias, s.stride, s.padding, s.dilation)
+            last_inputs['1x1_avg'] = F.conv2d(parts['1x1_avg'], keep['avg'], zeros['1x1_avg'][0, :, 0, 0], s.stride,
+                                              s.padding, s.dilation, s.out_channels)
+    out = F.conv2d(xl, keep['origin'], None, s.stride, s.padding, s.dilation)
     if joined_part is not None:
         out = out + joined_part
     for (name, stride, padding, dilation), w in zip(p.readers, keep['readers']):
@@ -351,7 +358,17 @@ def _forward(block: nn.Module, plan: _Plan, x: Tensor, tensors: Sequence[Tensor]
                                                    p.momentum, p.eps)
         keep.update(z=z, mean_last=mean, invstd_last=invstd, gamma_last=gamma_last)
         out = out + _sum_groups(zb, len(p.last))
+    if t.kxk is not None:
+        keep['kxk_bias'] = kxk_bias
     return out, keep
+
+
+def _add_kxk_bias(block: nn.Module, keep: dict, momentum: float) -> None:
+    """A constant per channel before a training-mode BN changes only the BN's running mean: :func:`_forward`
+    runs the 1×1–K×K branch's K×K conv without its bias (on CUDA a second kernel over the whole output),
+    and the bias joins the last BN's running mean here, after the BN ran (as the BN would have added it)."""
+    if 'kxk_bias' in keep:
+        block.branches['1x1_kxk'].norm.running_mean.add_(keep['kxk_bias'], alpha=momentum)
 
 
 def _pair(v) -> List[int]:
@@ -385,6 +402,7 @@ class _GroupedForward(torch.autograd.Function):
     @staticmethod
     def forward(ctx, block, plan, statistics, x, *tensors):
         out, keep = _forward(block, plan, x, tensors, statistics)
+        _add_kxk_bias(block, keep, plan.momentum)
         ctx.plan, ctx.x_dtype = plan, x.dtype
         ctx.dtypes = [t.dtype for t in tensors]
         # not kept: the first stage's conv output u and its shifted BN output (recomputed in the backward)
@@ -402,17 +420,20 @@ class _GroupedForward(torch.autograd.Function):
         need_x, need = ctx.needs_input_grad[3], _unpack(p, ctx.needs_input_grad[4:])
         g = _unpack(p, [None] * len(ctx.dtypes))  # the gradients, by role
         dtypes = _unpack(p, ctx.dtypes)  # the tensors' dtypes, which their gradients take
-        gx0, g.origin, g.bias = _conv_backward(grad, k['x'], k['origin'], (need_x, need.origin, bool(need.bias)),
-                                               s.stride, s.padding, s.dilation, s.out_channels if p.bias else None)
+        gx0, g.origin, _ = _conv_backward(grad, k['x'], k['origin'], (need_x, need.origin, False), s.stride,
+                                          s.padding, s.dilation)
         gx = [gx0]  # the gradients of x, summed at the end
         parts = {}
         if p.last:
             # every last BN's output is summed into the block's output: their output gradient is grad, repeated
             gz, gamma, beta = _norm_backward(_cat([grad] * len(p.last), 1), k['z'], k['gamma_last'], k['mean_last'],
-                                             k['invstd_last'], p.eps, (True, any(need.groups[3]), any(need.groups[4])))
+                                             k['invstd_last'], p.eps,
+                                             (True, any(need.groups[3]), any(need.groups[4]) or bool(need.bias)))
             sizes = [s.out_channels] * len(p.last)
             parts = dict(zip(p.last, gz.split_with_sizes(sizes, 1)))
             g.groups[3:] = [_split(t, sizes, old) for t, old in zip((gamma, beta), g.groups[3:])]
+            if need.bias:  # the origin's bias' gradient is its BN bias': a copy (two parameters, two gradients)
+                g.bias = g.groups[4][0].clone()
             for i, ((name, stride, padding, dilation), w) in enumerate(zip(p.readers, readers)):
                 gxi, g.readers[i], _ = _conv_backward(parts[name], k['x'], w, (need_x, need.readers[i], False),
                                                       stride, padding, dilation)
@@ -423,18 +444,18 @@ class _GroupedForward(torch.autograd.Function):
             # recomputed rather than kept from the forward (activation memory: 3 and 2 of the block's 11
             # output-sized tensors for every branch type), from the same inputs: the same values
             u = F.conv2d(k['x'], k['first'])
-            padded = sum(p.padded_sizes)
-            shifted = k['beta_first'][:padded] - k['zero'].reshape(-1)  # y - c, as the forward's
-            yc = torch.native_batch_norm(u[:, :padded], k['gamma_first'][:padded], shifted, None, None, True, 0.0,
-                                         p.eps)[0]
-            yc = dict(zip(p.first, yc.split_with_sizes(p.padded_sizes, 1)))
+            us = dict(zip(p.first, u.split_with_sizes(p.first_sizes, 1)))
             gy = []  # the gradient of the middle BNs' output
             for name in p.first:
-                if name == '1x1_kxk':
-                    gi, g.kxk, _ = _conv_backward(parts[name], yc[name], k['kxk'], (True, need.kxk, False), s.stride,
+                if name == '1x1_kxk':  # the K×K's input, y - c as the forward's, for its weight's gradient
+                    c = k['zero'][0, :s.in_channels, 0, 0]
+                    shifted = k['beta_first'][:s.in_channels] - c
+                    yc = torch.native_batch_norm(us[name], k['gamma_first'][:s.in_channels], shifted, None, None,
+                                                 True, 0.0, p.eps)[0]
+                    gi, g.kxk, _ = _conv_backward(parts[name], yc, k['kxk'], (True, need.kxk, False), s.stride,
                                                   s.padding, s.dilation)
-                elif name == '1x1_avg':
-                    gi = _conv_backward(parts[name], yc[name], k['avg'], (True, False, False), s.stride, s.padding,
+                elif name == '1x1_avg':  # (the input's gradient does not read the input's values)
+                    gi = _conv_backward(parts[name], us[name], k['avg'], (True, False, False), s.stride, s.padding,
                                         s.dilation, groups=s.out_channels)[0]
                 else:  # the joined 1x1: its BN's output is added to the block's output
                     gi = grad
@@ -465,8 +486,9 @@ def grouped_forward(block: nn.Module, x: Tensor) -> Tensor:
     plan, tensors, norms = _plan(block)
     if torch.compiler.is_compiling():
         statistics = _running_statistics(norms, True)
-        out = _forward(block, plan, x, tensors, statistics)[0]
+        out, keep = _forward(block, plan, x, tensors, statistics)
         _write_back(norms, statistics)
+        _add_kxk_bias(block, keep, plan.momentum)
         return out
     return _GroupedForward.apply(block, plan, _running_statistics(norms, False), x, *tensors)
 

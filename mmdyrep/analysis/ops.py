@@ -49,12 +49,14 @@ NO_KERNEL = frozenset({'aten.empty', 'aten.empty_like', 'aten.empty_strided', 'a
 class Counts(NamedTuple):
     """What :func:`count` counted: per op name, how many dispatches and how many bytes they moved; the
     bytes saved for the backward; per kind, the kernels the convolutions launch inside themselves on CUDA
-    and the bytes those move (:func:`hidden_kernels`)."""
+    and the bytes those move (:func:`hidden_kernels`); per op name, the multiply-adds
+    (:func:`multiply_adds`)."""
     ops: Counter
     bytes: Counter
     saved: int = 0
     hidden: Counter = Counter()
     hidden_bytes: Counter = Counter()
+    macs: Counter = Counter()
 
 
 def _bytes(*trees) -> int:
@@ -92,11 +94,29 @@ def hidden_kernels(name: str, args: Sequence, out) -> List[Tuple[str, int]]:
     return []
 
 
+def _conv_macs(out: Tensor, weight: Tensor) -> int:
+    return out.numel() * weight[0].numel()  # per output value: C_in / groups × the kernel's size
+
+
+def multiply_adds(name: str, args: Sequence, out) -> int:
+    """The multiply-adds of a convolution (forward: one per output value and kernel weight; backward: as
+    many per gradient asked for, of the input and of the weight) or a matrix product; 0 for other ops."""
+    if name == 'aten.convolution':
+        return _conv_macs(out, args[1])
+    if name == 'aten.convolution_backward':
+        return sum(args[10][:2]) * _conv_macs(args[0], args[2])
+    if name in ('aten.mm', 'aten.addmm', 'aten.bmm'):
+        a = args[-2]
+        return out.numel() * a.shape[-1]
+    return 0
+
+
 class _OpCounter(TorchDispatchMode):
 
     def __init__(self):
         super().__init__()
         self.ops, self.bytes, self.hidden, self.hidden_bytes = Counter(), Counter(), Counter(), Counter()
+        self.macs = Counter()
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
@@ -105,6 +125,7 @@ class _OpCounter(TorchDispatchMode):
             self.ops[name] += 1
             if name not in NO_KERNEL:
                 self.bytes[name] += _bytes(args, kwargs, out)
+            self.macs[name] += multiply_adds(name, args, out)
             for kind, moved in hidden_kernels(name, args, out):
                 self.hidden[kind] += 1
                 self.hidden_bytes[kind] += moved
@@ -127,7 +148,8 @@ def count(fn: Callable[[], object], exclude: Iterable[Tensor] = ()) -> Counts:
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), _OpCounter() as counter:
         fn()
     saved = sum(storage.nbytes() for key, storage in storages.items() if key not in skip)
-    return Counts(counter.ops, counter.bytes, saved, counter.hidden, counter.hidden_bytes)
+    macs = Counter({name: n for name, n in counter.macs.items() if n})
+    return Counts(counter.ops, counter.bytes, saved, counter.hidden, counter.hidden_bytes, macs)
 
 
 def count_ops(fn: Callable[[], object]) -> Counter:
@@ -162,4 +184,5 @@ def train_step_counts(module: nn.Module, x: Tensor, forward: Optional[Callable[[
     return counts
 
 
-__all__ = ['NO_KERNEL', 'Counts', 'count', 'count_ops', 'hidden_kernels', 'kernel_ops', 'train_step_counts']
+__all__ = ['NO_KERNEL', 'Counts', 'count', 'count_ops', 'hidden_kernels', 'kernel_ops', 'multiply_adds',
+           'train_step_counts']

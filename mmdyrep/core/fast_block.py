@@ -45,7 +45,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from . import transforms as T
 from .branches import (AsymmetricBranch, Conv1x1AvgBranch, Conv1x1Branch, Conv1x1KxKBranch, ConvSpec,
                        ResidualBranch, kernel_of)
-from .grouped_block import grouped_forward, worth_grouping
+from .grouped_block import can_group, grouped_forward
 
 #: kernel ``[out, in/g, K, K]``, bias ``[out]``, gradient fix ``[out, 1, K, K]`` (or None)
 LinearForm = Tuple[Tensor, Tensor, Optional[Tensor]]
@@ -304,7 +304,7 @@ def merged_forward(block: nn.Module, x: Tensor) -> Tensor:
     for every parameter; BNs in training mode still update their running statistics exactly once."""
     merged, separate = plan(block, x)
     if merged in ([], ['origin']):  # nothing to fold: the BNs grouped, or the per-branch forward
-        if (GROUP_BNS.get(x.device.type, True) and worth_grouping(block)
+        if (GROUP_BNS.get(x.device.type, True) and can_group(block)
                 and not any(pool_first_pays(b, x) for b in block.branches.values())):
             return grouped_forward(block, x)
         out = block.origin(x)

@@ -1,21 +1,22 @@
-"""A training-mode forward of a DyRep block with its BNs grouped: few kernels per block.
+"""A training-mode forward of a DyRep block with fewer kernels and fewer bytes than its branches' own.
 
 When the BNs of a block's branches normalise with batch statistics (mmpretrain; mmseg with
 ``norm_eval=False``), no branch folds into the origin's kernel (:mod:`.fast_block`), and the
 per-branch forward launches every conv, BN, pad and addition on its own: about ten aten ops per
-branch, forward and backward. On a GPU such a block is bound by launches and memory traffic, not by
-its multiply-adds. :func:`grouped_forward` computes the same function with far fewer ops:
+branch, forward and backward. On a GPU such a block is bound by memory traffic and launches more than
+by its multiply-adds. :func:`grouped_forward` computes the same function with fewer of both:
 
-* a BN is per channel, so BNs that run at the same point of the graph run as ONE ``batch_norm`` over
-  their inputs concatenated along the channels: the middle BNs of the 1×1–K×K and 1×1–AVG branches
-  on one side, the last BN of every branch on the other. Their running statistics are updated in
-  place through views: each BN's buffers are consecutive slices of one block-wide storage
-  (:func:`pack_buffers`, redone whenever ``.to()`` or a structure change breaks it);
 * the stride-1 1×1 convs that read the block's input (of the 1×1–K×K and 1×1–AVG branches, and the
   1×1 branch where it reads at stride 1 too) run as one conv with their kernels concatenated, and
-  their BNs as one; the 1×1 branch's BN output is then added to the origin's;
-* the branches' outputs are summed by one reduction over the concatenated BN output, in its memory
-  format (a channels-last block stays channels-last, forward and backward: no layout copies);
+  their BNs, which are per channel, as ONE ``batch_norm`` over its output; the 1×1 branch's BN output
+  is then added to the origin's. The running statistics are updated in place through views: each BN's
+  buffers are consecutive slices of one block-wide storage (:func:`pack_buffers`, redone whenever
+  ``.to()`` or a structure change breaks it);
+* the last BN of each branch runs on its own, and its output is added to the block's. Grouping them too
+  (one BN over their inputs concatenated) saves launches but copies every input forward and the output
+  gradient once per branch backward, and its slices would be copied again before a conv reads them: more
+  bytes than the launches it saves cost on a GPU, by the model that fits the H200's measurements
+  (:mod:`mmdyrep.analysis.roofline`, docs/benchmarks.md);
 * the padding with the middle BN's zero response ``c`` (as DBB pads, see :mod:`.branches`) is
   ``pad_0(y - c) + c``: the K×K conv and the K×K average then pad with zeros, and the constant
   ``c`` enters as their bias (``Σ W c``, ``c``), computed without a gradient, as the reference
@@ -27,13 +28,13 @@ its multiply-adds. :func:`grouped_forward` computes the same function with far f
   outputs are summed), and the K×K's ``Σ W c``, a constant per channel before a training-mode BN, joins
   only that BN's running mean (:func:`_add_kxk_bias`);
 * the backward is written out (:class:`_GroupedForward`): one ``convolution_backward`` per conv and
-  one ``native_batch_norm_backward`` per BN group, the parameters' gradients returned as views of the
-  grouped ones, only the gradients asked for. Autograd's generic backward of the same forward adds the
-  backward of every concatenation, slice and cast, and a copy for the reduction over branches;
+  one ``native_batch_norm_backward`` per BN (the middle ones as one), the parameters' gradients returned
+  as views of the grouped ones, only the gradients asked for. Autograd's generic backward of the same
+  forward adds the backward of every concatenation, slice and cast;
 * the first stage's conv output and the K×K's input (its shifted BN output) are not kept for the
-  backward but recomputed there from the block's input (one 1×1 conv, one BN over the K×K's channels):
-  5 of the 11 output-sized tensors a fully grown block would keep, 3 more ops. The activation memory of a
-  train step is what a GPU's peak memory follows (docs/benchmarks.md).
+  backward but recomputed there from the block's input (one 1×1 conv, one BN over the K×K's channels:
+  3 more ops). The activation memory of a train step is what a GPU's peak memory follows
+  (docs/benchmarks.md).
 
 Same outputs, gradients and running statistics as the per-branch forward up to float rounding
 (tests in float64), in either memory format, under autocast (the convs cast to its dtype explicitly,
@@ -42,7 +43,7 @@ running statistics then updated in concatenated copies written back to each BN (
 checks cannot be traced; the compiler fuses the copies). Applies to a block whose branches hold plain
 ``nn.BatchNorm2d`` in training mode with one ``eps`` and one ``momentum`` (not ``None``),
 ``groups == 1`` and no nested block; anything else runs the per-branch forward. Pure PyTorch; imports
-only :mod:`.branches` and :mod:`.transforms`.
+only :mod:`.branches`.
 """
 from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
@@ -52,7 +53,6 @@ from torch import Tensor, nn
 
 from .branches import (Conv1x1AvgBranch, Conv1x1Branch, Conv1x1KxKBranch, Conv1xKBranch, ConvKx1Branch, ConvSpec,
                        ResidualBranch)
-from .transforms import is_channels_last
 
 _BUFFERS = ('running_mean', 'running_var', 'num_batches_tracked')
 
@@ -95,15 +95,15 @@ def pack_buffers(norms: Sequence[nn.BatchNorm2d]) -> Tuple[Tensor, Tensor, Tenso
     return tuple(spans)
 
 
-#: The branch types :func:`grouped_forward` handles, in the order their last BNs are concatenated. The
-#: 1×1 branch comes first: where it joins the 1×1 convs of the middle stage (stride 1), its BN is then
-#: next to the middle BNs in the packed statistics, and runs with them.
+#: The branch types :func:`grouped_forward` handles, in the order their last BNs run and their statistics
+#: are packed. The 1×1 branch comes first: where it joins the 1×1 convs of the middle stage (stride 1),
+#: its BN is then next to the middle BNs in the packed statistics, and runs with them.
 _LAST_ORDER = ('1x1', '1x1_kxk', '1x1_avg', '1xk', 'kx1', 'residual')
 _KNOWN = (Conv1x1KxKBranch, Conv1x1AvgBranch, Conv1x1Branch, Conv1xKBranch, ConvKx1Branch, ResidualBranch)
 
 
 def group_norms(block: nn.Module) -> Optional[List[nn.BatchNorm2d]]:
-    """The BNs of ``block`` in the order :func:`grouped_forward` concatenates them (the middle BNs of
+    """The BNs of ``block`` in the order :func:`grouped_forward` packs their statistics (the middle BNs of
     the 1×1–K×K and 1×1–AVG branches, then every branch's last BN in :data:`_LAST_ORDER`), or ``None``
     when the block's structure does not allow grouping: a branch of another type or cropped, a nested
     block, ``groups > 1``, a norm that is not a plain ``nn.BatchNorm2d`` with running statistics, or
@@ -147,14 +147,6 @@ def pack_block(block: nn.Module) -> bool:
     return True
 
 
-def worth_grouping(block: nn.Module) -> bool:
-    """Whether :func:`grouped_forward` computes ``block`` (:func:`can_group`) with fewer ops than the
-    per-branch forward: with three BNs or more (a 1×1 and a residual branch alone, RepVGG's set, issue
-    about as many ops either way: ``tests/core/test_grouped_block.py``)."""
-    norms = group_norms(block)
-    return norms is not None and all(n.training for n in norms) and len(norms) >= 3
-
-
 def _constant(module: nn.Module, name: str, shape: Tuple[int, ...], value: float, like: Tensor) -> Tensor:
     """A ``shape`` tensor filled with ``value`` in ``like``'s dtype and device, kept on ``module`` as the
     plain attribute ``name`` between calls (not a buffer: no ``state_dict`` entry; remade when the
@@ -177,6 +169,8 @@ def _joined(groups: List[List[Tensor]]) -> List[Optional[Tensor]]:
     """Per group of tensors, their flattened concatenation, as a slice of ONE concatenation of all
     (``None`` for an empty group)."""
     full = [g for g in groups if g]
+    if not full:
+        return [None] * len(groups)
     flat = torch.cat([p.reshape(-1) for g in full for p in g])
     pieces = iter(torch.split(flat, [sum(p.numel() for p in g) for g in full]))
     return [next(pieces) if g else None for g in groups]
@@ -198,18 +192,6 @@ def _write_back(norms: Sequence[nn.BatchNorm2d], statistics: Sequence[Tensor]) -
         buffers = [getattr(n, key) for n in norms]
         for buffer, piece in zip(buffers, torch.split(whole, [b.numel() for b in buffers])):
             buffer.copy_(piece.view_as(buffer))
-
-
-def _sum_groups(z: Tensor, count: int) -> Tensor:
-    """``[N, count·C, H, W] → [N, C, H, W]``: the sum of ``z``'s ``count`` consecutive channel groups, in
-    ``z``'s memory format forward and backward. (A channels-last ``z`` summed through an NCHW view
-    would give an NCHW sum, and an NCHW gradient to the BN before it: a layout copy each way.)"""
-    if count == 1:
-        return z
-    n, _, h, w = z.shape
-    if is_channels_last(z):
-        return z.permute(0, 2, 3, 1).view(n, h, w, count, -1).sum(3).permute(0, 3, 1, 2)
-    return z.view(n, count, -1, h, w).sum(1)
 
 
 def _joins_middle(branch: Optional[nn.Module]) -> bool:
@@ -307,7 +289,7 @@ def _forward(block: nn.Module, plan: _Plan, x: Tensor, tensors: Sequence[Tensor]
     if p.bias:  # the origin's bias joins the first last BN's (their outputs are summed): an addition of C
         # values instead of one over the output (on CUDA, a conv's bias is a second kernel) and a reduction
         t.groups[4][0] = t.groups[4][0] + t.bias
-    u_weight, gamma_first, beta_first, gamma_last, beta_last = _joined(t.groups)
+    u_weight, gamma_first, beta_first = _joined(t.groups[:3])
     br = block.branches
     f = sum(p.first_sizes)
     tracked.add_(1)
@@ -352,12 +334,13 @@ def _forward(block: nn.Module, plan: _Plan, x: Tensor, tensors: Sequence[Tensor]
         last_inputs[name] = F.conv2d(xl, w, None, stride, padding, dilation)
     if 'residual' in p.last:
         last_inputs['residual'] = x
-    if p.last:
-        z = _cat([last_inputs[n] for n in p.last], 1)
-        zb, mean, invstd = torch.native_batch_norm(z, gamma_last, beta_last, running_mean[f:], running_var[f:], True,
-                                                   p.momentum, p.eps)
-        keep.update(z=z, mean_last=mean, invstd_last=invstd, gamma_last=gamma_last)
-        out = out + _sum_groups(zb, len(p.last))
+    keep['last'] = []  # (input, batch mean, inverse std, weight) of each last BN
+    for i, (name, gamma, beta) in enumerate(zip(p.last, *t.groups[3:])):
+        at = slice(f + i * s.out_channels, f + (i + 1) * s.out_channels)
+        zb, mean, invstd = torch.native_batch_norm(last_inputs[name], gamma, beta, running_mean[at], running_var[at],
+                                                   True, p.momentum, p.eps)
+        keep['last'] += [last_inputs[name], mean, invstd, gamma]
+        out = out + zb
     if t.kxk is not None:
         keep['kxk_bias'] = kxk_bias
     return out, keep
@@ -407,16 +390,17 @@ class _GroupedForward(torch.autograd.Function):
         ctx.dtypes = [t.dtype for t in tensors]
         # not kept: the first stage's conv output u and its shifted BN output (recomputed in the backward)
         names = ('x', 'first', 'mean_first', 'invstd_first', 'gamma_first', 'beta_first', 'zero', 'kxk', 'avg',
-                 'origin', 'z', 'mean_last', 'invstd_last', 'gamma_last')
+                 'origin')
         ctx.names = names
-        ctx.save_for_backward(*(keep.get(n) for n in names), *keep['readers'])
+        ctx.save_for_backward(*(keep.get(n) for n in names), *keep['readers'], *keep['last'])
         return out
 
     @staticmethod
     def backward(ctx, grad):
         p, s = ctx.plan, ctx.plan.spec
         saved = ctx.saved_tensors  # (each access unpacks them again)
-        k, readers = dict(zip(ctx.names, saved)), saved[len(ctx.names):]
+        k, rest = dict(zip(ctx.names, saved)), saved[len(ctx.names):]
+        readers, last = rest[:len(p.readers)], rest[len(p.readers):]
         need_x, need = ctx.needs_input_grad[3], _unpack(p, ctx.needs_input_grad[4:])
         g = _unpack(p, [None] * len(ctx.dtypes))  # the gradients, by role
         dtypes = _unpack(p, ctx.dtypes)  # the tensors' dtypes, which their gradients take
@@ -424,22 +408,18 @@ class _GroupedForward(torch.autograd.Function):
                                           s.padding, s.dilation)
         gx = [gx0]  # the gradients of x, summed at the end
         parts = {}
-        if p.last:
-            # every last BN's output is summed into the block's output: their output gradient is grad, repeated
-            gz, gamma, beta = _norm_backward(_cat([grad] * len(p.last), 1), k['z'], k['gamma_last'], k['mean_last'],
-                                             k['invstd_last'], p.eps,
-                                             (True, any(need.groups[3]), any(need.groups[4]) or bool(need.bias)))
-            sizes = [s.out_channels] * len(p.last)
-            parts = dict(zip(p.last, gz.split_with_sizes(sizes, 1)))
-            g.groups[3:] = [_split(t, sizes, old) for t, old in zip((gamma, beta), g.groups[3:])]
-            if need.bias:  # the origin's bias' gradient is its BN bias': a copy (two parameters, two gradients)
-                g.bias = g.groups[4][0].clone()
-            for i, ((name, stride, padding, dilation), w) in enumerate(zip(p.readers, readers)):
-                gxi, g.readers[i], _ = _conv_backward(parts[name], k['x'], w, (need_x, need.readers[i], False),
-                                                      stride, padding, dilation)
-                gx.append(gxi)
-            if 'residual' in parts:
-                gx.append(parts['residual'])
+        for i, name in enumerate(p.last):  # every last BN's output is summed into the block's: its gradient is grad
+            z, mean, invstd, gamma = last[4 * i:4 * i + 4]
+            mask = (True, need.groups[3][i], need.groups[4][i] or (i == 0 and bool(need.bias)))
+            parts[name], g.groups[3][i], g.groups[4][i] = _norm_backward(grad, z, gamma, mean, invstd, p.eps, mask)
+        if need.bias:  # the origin's bias' gradient is the first last BN bias's: a copy (two parameters)
+            g.bias = g.groups[4][0].clone()
+        for i, ((name, stride, padding, dilation), w) in enumerate(zip(p.readers, readers)):
+            gxi, g.readers[i], _ = _conv_backward(parts[name], k['x'], w, (need_x, need.readers[i], False), stride,
+                                                  padding, dilation)
+            gx.append(gxi)
+        if 'residual' in parts:
+            gx.append(parts['residual'])
         if p.first:
             # recomputed rather than kept from the forward (activation memory: 3 and 2 of the block's 11
             # output-sized tensors for every branch type), from the same inputs: the same values
@@ -493,4 +473,4 @@ def grouped_forward(block: nn.Module, x: Tensor) -> Tensor:
     return _GroupedForward.apply(block, plan, _running_statistics(norms, False), x, *tensors)
 
 
-__all__ = ['can_group', 'group_norms', 'grouped_forward', 'pack_block', 'pack_buffers', 'worth_grouping']
+__all__ = ['can_group', 'group_norms', 'grouped_forward', 'pack_block', 'pack_buffers']

@@ -26,26 +26,23 @@ def test_fixed_table3_structure(arch, params_ratio):
 
 
 def test_block_ops_fast_path_issues_fewer():
-    """The grouped forward issues about half the ops and CUDA kernels of the per-branch one and saves far
-    fewer activations for the backward (it recomputes its first stage there), but moves a little more
-    bytes (its concatenations copy what the per-branch BNs and additions read in place; slices of its
-    concatenated gradient are copied before a conv reads them; the recomputation reads again): it saves
-    launches and memory, not traffic. At C = 64, 64 x 56 x 56 (the default), measured for all branches /
-    DBB's set: kernels 11.3x / 8.6x the conv + BN's per branch, 6.7x / 5.4x grouped; bytes moved 12.0x /
-    8.1x per branch, 13.45x / 8.6x grouped; saved 10.2x / 8.2x per branch, 6.0x / 3.0x grouped."""
+    """The fast forward issues fewer ops and CUDA kernels than the per-branch one, moves fewer bytes and
+    saves far fewer activations for the backward (it recomputes its first stage there). At C = 64,
+    64 x 56 x 56 (the default), measured for all branches / DBB's set / RepVGG's: kernels 11.3x / 8.6x /
+    3.0x the conv + BN's per branch, 7.4x / 5.1x / 2.9x fast; bytes moved 12.0x / 8.1x / 3.7x per branch,
+    11.45x / 7.5x / 3.5x fast; saved 10.2x / 8.2x / 2.0x per branch, 5.0x / 3.0x / 2.0x fast."""
     ops = benchmark.block_ops(channels=16, size=8, batch=2)
     assert ops['origin']['ratio'] == ops['origin']['kernel_ratio'] == ops['origin']['traffic'] == 1.0
-    assert ops['dyrep+fast']['ops'] <= 0.5 * ops['dyrep']['ops']
-    assert ops['dbb+fast']['ops'] < 0.57 * ops['dbb']['ops']
-    for fast in (ops['dyrep+fast'], ops['dbb+fast']):  # the kernels of the copies of gradient slices, no other
-        assert fast['kernels'] == fast['kernel_ops'] + fast['hidden']['copy'] and len(fast['hidden']) == 1
-    for mode in ('dyrep', 'dbb'):
-        assert ops[mode + '+fast']['kernels'] < 0.65 * ops[mode]['kernels']
-    assert ops['repvgg+fast']['ops'] == ops['repvgg']['ops']  # left per branch: grouping saves nothing
+    for mode, fewer in (('dyrep', 0.67), ('dbb', 0.61), ('repvgg', 1.0)):
+        fast = ops[mode + '+fast']
+        assert fast['ops'] <= fewer * ops[mode]['ops'] and fast['kernels'] < fewer * ops[mode]['kernels']
+        assert fast['kernels'] == fast['kernel_ops'] and not fast['hidden']  # no conv copies its input
     ops = benchmark.block_ops()
-    for mode in ('dyrep', 'dbb'):
-        assert ops[mode]['traffic'] > 7 and 0.95 < ops[mode + '+fast']['traffic'] / ops[mode]['traffic'] < 1.15
-        assert ops[mode]['memory'] > 7 and ops[mode + '+fast']['memory'] < 0.65 * ops[mode]['memory']
+    for mode in ('dyrep', 'dbb', 'repvgg'):
+        assert ops[mode + '+fast']['traffic'] < 0.97 * ops[mode]['traffic']
+        assert ops[mode + '+fast']['memory'] <= ops[mode]['memory']
+    assert ops['dyrep+fast']['memory'] < 0.5 * ops['dyrep']['memory']
+    assert ops['dbb+fast']['memory'] < 0.4 * ops['dbb']['memory']
 
 
 def test_cli_end_to_end_on_cpu(tmp_path):

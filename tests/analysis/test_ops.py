@@ -32,7 +32,7 @@ def test_a_conv_bn_train_step():
     """Conv + BN, float64: every op's bytes from the shapes by hand."""
     model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1, bias=False), nn.BatchNorm2d(4)).double().train()
     x = torch.randn(2, 3, 5, 5, dtype=torch.float64, requires_grad=True)
-    ops, moved, saved, hidden, _ = train_step_counts(model, x)
+    ops, moved, saved, hidden = train_step_counts(model, x)[:4]
     e = 8
     inp, w, act, c = x.numel() * e, model[0].weight.numel() * e, 2 * 4 * 25 * e, 4 * e
     assert moved['aten.convolution'] == inp + w + act

@@ -17,7 +17,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from mmdyrep.core import fast_block, grow
 from mmdyrep.core.block import set_fast_forward
-from mmdyrep.core.grouped_block import worth_grouping
+from mmdyrep.core.grouped_block import can_group
 from tests.core.test_fast_block import SPECS, assert_same_grads_and_buffers, make_block, rel, set_bn_mode
 
 CL = torch.channels_last
@@ -60,7 +60,7 @@ def test_block_same_in_channels_last(case, forward, mode, monkeypatch):
     block = make_block(SPECS[case], list(ALL))
     prepare(block, forward, mode, monkeypatch)
     if forward == 'grouped':
-        assert worth_grouping(block)
+        assert can_group(block)
     x = torch.randn(2, SPECS[case][0], 13, 12, dtype=torch.float64)
     assert_same_in_channels_last(block, x)
 

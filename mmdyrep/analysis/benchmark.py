@@ -49,6 +49,7 @@ from torch import nn
 from mmdyrep.core import grow, growable_convs
 from mmdyrep.core.block import set_fast_forward
 from mmdyrep.core.structure import apply_structure
+from . import roofline
 from .ops import kernel_ops, train_step_counts
 from .timing import machine, num_params, sync
 
@@ -234,29 +235,32 @@ def block_ops(channels: int = 64, size: int = 56, batch: int = 64) -> Dict[str, 
     return out
 
 
-def model_counts(models: Dict[str, nn.Module], batch: int = 64, size: int = 224) -> Dict[str, Dict[str, float]]:
+def model_counts(models: Dict[str, nn.Module], batch: int = 64, size: int = 224,
+                 dtype: torch.dtype = torch.float32) -> Dict[str, dict]:
     """``{'ops': {name: aten ops}, 'kernels': {name: those that may launch a kernel, and the kernels the
     convolutions launch inside themselves on CUDA}, 'traffic': {name: bytes moved (those kernels' too) /
-    origin's}, 'memory': {name: bytes saved for the backward / origin's}}`` of one train step (``batch`` ×
-    ``size``², float32) of each model (:func:`~.ops.count`), on PyTorch's ``meta`` device: shapes only, no
-    data, so any shape costs the same; the same count on any machine, with the choices the fast forward
-    makes on a GPU (on CPU it pools some 1×1–AVG branches first: fewer multiply-adds, more ops)."""
-    x = torch.randn(batch, 3, size, size, device='meta')
+    origin's}, 'memory': {name: bytes saved for the backward / origin's}, 'costs': {name:
+    :class:`~.roofline.Costs`}}`` of one train step (``batch`` × ``size``², ``dtype``) of each model
+    (:func:`~.ops.count`), on PyTorch's ``meta`` device: shapes only, no data, so any shape costs the
+    same; the same count on any machine, with the choices the fast forward makes on a GPU (on CPU it pools
+    some 1×1–AVG branches first: fewer multiply-adds, more ops). (bf16 here is the model in bf16: the bytes
+    of autocast's activations, without its casts of the weights.)"""
+    x = torch.randn(batch, 3, size, size, device='meta', dtype=dtype)
     target = torch.zeros(batch, dtype=torch.long, device='meta')
-    ops, kernels, moved, saved = {}, {}, {}, {}
+    ops, saved, costs = {}, {}, {}
     for name, model in models.items():
         # in the default memory format: a BN on ``meta`` returns NCHW whatever its input, so channels-last
         # models would count layout copies that a GPU does not make
-        m = copy.deepcopy(model).to(device='meta', dtype=torch.float32, memory_format=torch.contiguous_format)
+        m = copy.deepcopy(model).to(device='meta', dtype=dtype, memory_format=torch.contiguous_format)
         m.train()
-        train_step_counts(m, x, lambda t: F.cross_entropy(m(t), target))  # the first call packs BN buffers
-        counts = train_step_counts(m, x, lambda t: F.cross_entropy(m(t), target))
-        ops[name], saved[name] = sum(counts.ops.values()), counts.saved
-        kernels[name] = kernel_ops(counts.ops) + sum(counts.hidden.values())
-        moved[name] = sum(counts.bytes.values()) + sum(counts.hidden_bytes.values())
+        train_step_counts(m, x, lambda t: F.cross_entropy(m(t).float(), target))  # the first call packs BNs
+        counts = train_step_counts(m, x, lambda t: F.cross_entropy(m(t).float(), target))
+        ops[name], saved[name], costs[name] = sum(counts.ops.values()), counts.saved, roofline.costs(counts)
+    kernels = {name: int(c.kernels) for name, c in costs.items()}
     if 'origin' not in models:
-        return {'ops': ops, 'kernels': kernels, 'traffic': {}, 'memory': {}}
-    return {'ops': ops, 'kernels': kernels, 'traffic': {name: b / moved['origin'] for name, b in moved.items()},
+        return {'ops': ops, 'kernels': kernels, 'traffic': {}, 'memory': {}, 'costs': costs}
+    return {'ops': ops, 'kernels': kernels, 'costs': costs,
+            'traffic': {name: c.bytes / costs['origin'].bytes for name, c in costs.items()},
             'memory': {name: b / saved['origin'] for name, b in saved.items()}}
 
 

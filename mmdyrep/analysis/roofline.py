@@ -18,7 +18,7 @@ differs by shape), the traffic of an unfused execution. What it is worth is what
 measurements say (docs/benchmarks.md).
 """
 import math
-from typing import Dict, Iterable, NamedTuple, Sequence, Tuple
+from typing import Dict, Iterable, List, NamedTuple, Sequence, Tuple
 
 from .ops import Counts, kernel_ops
 
@@ -72,9 +72,31 @@ def fit(observations: Sequence[Tuple[Costs, Costs, float]], balances: Tuple[floa
     return machine, math.sqrt(error / len(observations))
 
 
-def fit_by_group(observations: Dict[str, Sequence[Tuple[Costs, Costs, float]]], **grid) -> Dict[str, tuple]:
-    """:func:`fit` of each group of observations (e.g. one per precision)."""
-    return {group: fit(obs, **grid) for group, obs in observations.items()}
+#: Issue 12's measurements: one NVIDIA H200, torchvision ResNets grown by ``mmdyrep.core.grow`` (DyRep: the
+#: fixed Table-3-sized structure of :data:`~.benchmark.TABLE3_CONVS`), the per-branch forward, one train
+#: step (forward, backward, SGD) at ``batch`` × 224² over the plain model's, median of interleaved rounds;
+#: fp32 with cuDNN's default TF32, bf16 under autocast. ``{(arch, precision, batch): {mode: ratio}}``.
+H200_PER_BRANCH = {
+    ('resnet50', 'fp32', 64): {'dyrep': 1.51, 'dbb': 3.10, 'repvgg': 1.30},
+    ('resnet50', 'bf16', 64): {'dyrep': 1.58, 'dbb': 3.57, 'repvgg': 1.41},
+    ('resnet50', 'bf16', 256): {'dyrep': 1.57, 'dbb': 3.72},
+    ('resnet18', 'fp32', 64): {'dyrep': 1.50, 'dbb': 6.15, 'repvgg': 1.79},
+    ('resnet18', 'bf16', 64): {'dyrep': 1.60, 'dbb': 7.11, 'repvgg': 2.01},
+    ('resnet18', 'bf16', 256): {'dyrep': 1.42, 'dbb': 7.62},
+}
 
 
-__all__ = ['Costs', 'Machine', 'costs', 'fit', 'fit_by_group', 'ratio', 'step_time']
+def observations(costs: Dict[Tuple[str, str, int], Dict[str, Costs]], measured: Dict = H200_PER_BRANCH,
+                 modes: Sequence[str] = ('dyrep', 'dbb', 'repvgg')) -> Dict[str, List[tuple]]:
+    """Per precision, ``(costs, origin's costs, measured ratio)`` of each ``measured`` setting and mode of
+    ``modes`` that ``costs`` (``{(arch, precision, batch): {mode: Costs}}``) has."""
+    out: Dict[str, List[tuple]] = {}
+    for (arch, precision, batch), ratios in measured.items():
+        counted = costs.get((arch, precision, batch))
+        for mode, value in ratios.items():
+            if counted is not None and mode in modes and mode in counted:
+                out.setdefault(precision, []).append((counted[mode], counted['origin'], value))
+    return out
+
+
+__all__ = ['H200_PER_BRANCH', 'Costs', 'Machine', 'costs', 'fit', 'observations', 'ratio', 'step_time']

@@ -11,6 +11,7 @@ forward + sum + backward; :func:`block_kernels` reports per variant
   (kernels, memsets, memcpys); elsewhere the aten ops of :func:`~.ops.count_ops` (then named
   ``aten_ops``; of a compiled variant, the ops its compiled code dispatches, which says nothing of the
   kernels a GPU backend would fuse);
+* ``top_kernels`` (CUDA): the kernels the step's device time goes to, ``[name, µs, calls]``, longest first;
 * ``ms``: the median step time after warm-up, synchronised;
 
 for the per-branch forward, the fast forward (grouped BNs on a GPU) and, with ``compile_backend``, the
@@ -18,7 +19,8 @@ fast forward under ``torch.compile`` (``+compile``: the compile happens in the w
 alone as ``compile_s``). Pure PyTorch.
 """
 import statistics
-from typing import Callable, Optional
+from collections import defaultdict
+from typing import Callable, List, Optional, Tuple
 
 import torch
 from torch import nn
@@ -44,16 +46,28 @@ def build_block(variant: str, channels: int, seed: int = 0) -> nn.Module:
     return model.train()
 
 
-def device_kernels(step: Callable[[], None]) -> int:
+def device_kernels(step: Callable[[], None], device_type: str = 'cuda',
+                   top: int = 12) -> Tuple[int, List[Tuple[str, float, int]]]:
     """The device-side events (kernels, memsets, memcpys) ``torch.profiler`` records for one ``step()``
-    on CUDA."""
+    on CUDA, and the ``top`` of them by total time: ``[(name, microseconds, calls)]``, longest first.
+    (``device_type='cpu'``: the CPU's events, the aten ops, for tests.)"""
     from torch.autograd import DeviceType
     from torch.profiler import ProfilerActivity, profile
-    torch.cuda.synchronize()
-    with profile(activities=[ProfilerActivity.CUDA]) as prof:
-        step()
+    cuda = device_type == 'cuda'
+    if cuda:
         torch.cuda.synchronize()
-    return sum(1 for e in prof.events() if e.device_type == DeviceType.CUDA)
+    with profile(activities=[ProfilerActivity.CUDA if cuda else ProfilerActivity.CPU]) as prof:
+        step()
+        if cuda:
+            torch.cuda.synchronize()
+    kind = DeviceType.CUDA if cuda else DeviceType.CPU
+    events = [e for e in prof.events() if e.device_type == kind]
+    times, calls = defaultdict(float), defaultdict(int)
+    for e in events:
+        times[e.name] += e.time_range.elapsed_us()
+        calls[e.name] += 1
+    ranked = sorted(times, key=times.get, reverse=True)[:top]
+    return len(events), [(name, times[name], calls[name]) for name in ranked]
 
 
 def block_kernels(device: str = 'cuda', channels: int = 64, size: int = 56, batch: int = 64, precision: str = 'bf16',
@@ -91,7 +105,10 @@ def block_kernels(device: str = 'cuda', channels: int = 64, size: int = 56, batc
             for _ in range(max(warmup - 1, 0)):
                 step()
             try:
-                entry[unit] = device_kernels(step) if cuda else sum(count_ops(step).values())
+                if cuda:  # which kernels the time goes to, longest first
+                    entry[unit], entry['top_kernels'] = device_kernels(step)
+                else:
+                    entry[unit] = sum(count_ops(step).values())
             except Exception as e:  # keep the timing
                 entry[f'{unit}_error'] = f'{type(e).__name__}: {e}'.splitlines()[0][:300]
             entry['ms'] = 1e3 * statistics.median(timed(step, device)[0] for _ in range(repeats))
@@ -124,6 +141,9 @@ def table(result: dict) -> list:
         if 'compile_s' in res:
             line += f'   (compile {res["compile_s"]:.1f} s)'
         lines.append(line)
+        if res.get('top_kernels'):
+            lines.append('      longest: ' + '; '.join(f'{name[:48]} {us:.0f} us x{calls}'
+                                                      for name, us, calls in res['top_kernels'][:3]))
     return lines
 
 

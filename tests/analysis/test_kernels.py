@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from mmdyrep.analysis.kernels import block_kernels
+from mmdyrep.analysis.kernels import block_kernels, build_block, device_kernels
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -44,3 +44,14 @@ def test_cli_refuses_bad_input(bad):
     proc = subprocess.run([sys.executable, str(ROOT / 'tools/analysis/block_kernels.py'), *bad],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and bad[0] in proc.stderr
+
+
+def test_device_kernels_rank_the_events_by_time():
+    """On CPU the profiler's events are the aten ops: counted, and the longest ranked first with their
+    calls (on CUDA the same code ranks the kernels)."""
+    model = build_block('dyrep', 8)
+    x = torch.randn(2, 8, 6, 6, requires_grad=True)
+    n, top = device_kernels(lambda: model(x).sum().backward(), 'cpu', top=3)
+    assert n > 50 and len(top) == 3 and top[0][1] >= top[1][1] >= top[2][1] > 0
+    names = {name for name, _, _ in top}
+    assert all(calls >= 1 for _, _, calls in top) and len(names) == 3

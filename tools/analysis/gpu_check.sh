@@ -5,8 +5,9 @@
 #                       bf16 train steps
 #   cost.json           tools/analysis/torchvision_cost.py: origin / RepVGG / DBB / DyRep, fp32 and bf16,
 #                       batch 64 and 256, time, x origin, peak memory, aten ops per step
-#   kernels.json        tools/analysis/block_kernels.py: CUDA kernels and time of one train step of a 3x3 block
-#                       (C = 64, 64x64x56x56, bf16): conv + BN, dyrep and dbb per branch, fast, fast compiled
+#   kernels.json        tools/analysis/block_kernels.py: CUDA kernels, the longest ones, and time of one train
+#                       step of a 3x3 block (C = 64, 64x64x56x56, bf16): conv + BN, dyrep and dbb per branch,
+#                       fast, fast compiled (where DBB's per-branch time goes: docs/benchmarks.md)
 #   cost_nhwc.json      the same with --channels-last, ResNet-50, bf16, batch 64 and 256, origin and +fast
 #   compile_dyrep.json  --compile (inductor), ResNet-18, bf16, batch 64: origin and dyrep+fast, eager and
 #   compile_dbb.json    compiled; the same for dbb+fast (its compile is the slowest: last)

@@ -421,8 +421,8 @@ class _GroupedForward(torch.autograd.Function):
         if 'residual' in parts:
             gx.append(parts['residual'])
         if p.first:
-            # recomputed rather than kept from the forward (activation memory: 3 and 2 of the block's 11
-            # output-sized tensors for every branch type), from the same inputs: the same values
+            # recomputed rather than kept from the forward (activation memory), from the same inputs: the
+            # same values
             u = F.conv2d(k['x'], k['first'])
             us = dict(zip(p.first, u.split_with_sizes(p.first_sizes, 1)))
             gy = []  # the gradient of the middle BNs' output

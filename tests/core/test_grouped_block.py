@@ -22,7 +22,7 @@ ALL = ('1x1_kxk', '1x1_avg', '1x1', '1xk', 'kx1', 'residual')
 
 @pytest.mark.parametrize('case', ['cin!=cout', 'residual', 'stride2', 'dilation2', 'stem7x7'])
 @pytest.mark.parametrize('branches', [ALL, ('1x1_kxk', '1x1_avg', '1x1'), ('1x1_kxk', ), ('1x1_avg', '1xk'),
-                                      ('1xk', 'kx1', 'residual')])
+                                      ('1xk', 'kx1', 'residual'), ('1x1', 'residual')])
 def test_equals_the_per_branch_forward(case, branches):
     block = make_block(SPECS[case], list(branches))
     x = torch.randn(3, SPECS[case][0], 17, 14, dtype=torch.float64)
@@ -48,8 +48,9 @@ def test_gradients_only_where_asked(x_grad):
     without a gradient (the stem's image) get none, and the others the per-branch ones (float64)."""
     block = make_block(SPECS['residual'])
     block.train()
+    # (the first last BN's bias frozen, the origin's bias, which joins it, training)
     frozen = ['origin.weight', 'branches.1x1_kxk.kxk.weight', 'branches.1x1_kxk.norm1.weight',
-              'branches.1xk.conv.weight', 'branches.residual.norm.bias']
+              'branches.1xk.conv.weight', 'branches.residual.norm.bias', 'branches.1x1_kxk.norm.bias']
     for name in frozen:
         block.get_parameter(name).requires_grad_(False)
     ref, fast = copy.deepcopy(block), copy.deepcopy(block)

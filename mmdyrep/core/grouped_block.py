@@ -222,12 +222,13 @@ class _Roles:
     """The tensors of :func:`_plan`, or anything listed in that order (which of them need a gradient, their
     dtypes, their gradients), by role: :func:`_unpack` reads a flat list into one, :meth:`flat` writes it back."""
 
-    def __init__(self, groups: List[list], kxk, origin, bias, readers: list):
-        # first-stage 1x1 weights, their BNs' weights, biases; the last BNs' weights, biases
-        self.groups, self.kxk, self.origin, self.bias, self.readers = groups, kxk, origin, bias, readers
+    def __init__(self, first: List[list], last_gammas: list, last_betas: list, kxk, origin, bias, readers: list):
+        # first: the first stage's 1x1 weights, its BNs' weights, its BNs' biases (each run as one tensor)
+        self.first, self.last_gammas, self.last_betas = first, last_gammas, last_betas
+        self.kxk, self.origin, self.bias, self.readers = kxk, origin, bias, readers
 
     def flat(self, plan: _Plan) -> list:
-        out = [item for group in self.groups for item in group]
+        out = [item for group in self.first for item in group] + self.last_gammas + self.last_betas
         out += [self.kxk] if '1x1_kxk' in plan.first else []
         return out + [self.origin] + ([self.bias] if plan.bias else []) + self.readers
 
@@ -248,10 +249,10 @@ def _plan(block: nn.Module) -> Tuple[_Plan, List[Tensor], List[nn.BatchNorm2d]]:
                  readers, origin.bias is not None,
                  first_norms[0].eps if first_norms else last_norms[0].eps,
                  first_norms[0].momentum if first_norms else last_norms[0].momentum)
-    groups = [[br[n].conv1.weight if n == '1x1_kxk' else br[n].conv.weight for n in first],
-              [n.weight for n in first_norms], [n.bias for n in first_norms], [n.weight for n in last_norms],
-              [n.bias for n in last_norms]]
-    tensors = _Roles(groups, br['1x1_kxk'].kxk.weight if '1x1_kxk' in br else None, origin.weight, origin.bias,
+    first_tensors = [[br[n].conv1.weight if n == '1x1_kxk' else br[n].conv.weight for n in first],
+                     [n.weight for n in first_norms], [n.bias for n in first_norms]]
+    tensors = _Roles(first_tensors, [n.weight for n in last_norms], [n.bias for n in last_norms],
+                     br['1x1_kxk'].kxk.weight if '1x1_kxk' in br else None, origin.weight, origin.bias,
                      [br[r[0]].conv.weight for r in readers])
     return plan, tensors.flat(plan), first_norms + last_norms
 
@@ -259,11 +260,12 @@ def _plan(block: nn.Module) -> Tuple[_Plan, List[Tensor], List[nn.BatchNorm2d]]:
 def _unpack(plan: _Plan, items: Sequence) -> _Roles:
     it = iter(items)
     n1, n2 = len(plan.first), len(plan.last)
-    groups = [[next(it) for _ in range(n)] for n in (n1, n1, n1, n2, n2)]
+    first = [[next(it) for _ in range(n1)] for _ in range(3)]
+    last_gammas, last_betas = [next(it) for _ in range(n2)], [next(it) for _ in range(n2)]
     kxk = next(it) if '1x1_kxk' in plan.first else None
     origin = next(it)
     bias = next(it) if plan.bias else None
-    return _Roles(groups, kxk, origin, bias, list(it))
+    return _Roles(first, last_gammas, last_betas, kxk, origin, bias, list(it))
 
 
 def _to(t: Optional[Tensor], dtype: Optional[torch.dtype]) -> Optional[Tensor]:
@@ -288,8 +290,8 @@ def _forward(block: nn.Module, plan: _Plan, x: Tensor, tensors: Sequence[Tensor]
     t = _unpack(p, tensors)
     if p.bias:  # the origin's bias joins the first last BN's (their outputs are summed): an addition of C
         # values instead of one over the output (on CUDA, a conv's bias is a second kernel) and a reduction
-        t.groups[4][0] = t.groups[4][0] + t.bias
-    u_weight, gamma_first, beta_first = _joined(t.groups[:3])
+        t.last_betas[0] = t.last_betas[0] + t.bias
+    u_weight, gamma_first, beta_first = _joined(t.first)
     br = block.branches
     f = sum(p.first_sizes)
     tracked.add_(1)
@@ -335,7 +337,7 @@ def _forward(block: nn.Module, plan: _Plan, x: Tensor, tensors: Sequence[Tensor]
     if 'residual' in p.last:
         last_inputs['residual'] = x
     keep['last'] = []  # (input, batch mean, inverse std, weight) of each last BN
-    for i, (name, gamma, beta) in enumerate(zip(p.last, *t.groups[3:])):
+    for i, (name, gamma, beta) in enumerate(zip(p.last, t.last_gammas, t.last_betas)):
         at = slice(f + i * s.out_channels, f + (i + 1) * s.out_channels)
         zb, mean, invstd = torch.native_batch_norm(last_inputs[name], gamma, beta, running_mean[at], running_var[at],
                                                    True, p.momentum, p.eps)
@@ -410,10 +412,10 @@ class _GroupedForward(torch.autograd.Function):
         parts = {}
         for i, name in enumerate(p.last):  # every last BN's output is summed into the block's: its gradient is grad
             z, mean, invstd, gamma = last[4 * i:4 * i + 4]
-            mask = (True, need.groups[3][i], need.groups[4][i] or (i == 0 and bool(need.bias)))
-            parts[name], g.groups[3][i], g.groups[4][i] = _norm_backward(grad, z, gamma, mean, invstd, p.eps, mask)
+            mask = (True, need.last_gammas[i], need.last_betas[i] or (i == 0 and bool(need.bias)))
+            parts[name], g.last_gammas[i], g.last_betas[i] = _norm_backward(grad, z, gamma, mean, invstd, p.eps, mask)
         if need.bias:  # the origin's bias' gradient is the first last BN bias's: a copy (two parameters)
-            g.bias = g.groups[4][0].clone()
+            g.bias = g.last_betas[0].clone()
         for i, ((name, stride, padding, dilation), w) in enumerate(zip(p.readers, readers)):
             gxi, g.readers[i], _ = _conv_backward(parts[name], k['x'], w, (need_x, need.readers[i], False), stride,
                                                   padding, dilation)
@@ -441,11 +443,11 @@ class _GroupedForward(torch.autograd.Function):
                     gi = grad
                 gy.append(_to(gi, u.dtype))
             gu, gamma, beta = _norm_backward(_cat(gy, 1), u, k['gamma_first'], k['mean_first'], k['invstd_first'],
-                                             p.eps, (True, any(need.groups[1]), any(need.groups[2])))
-            gxf, weight, _ = _conv_backward(gu, k['x'], k['first'], (need_x, any(need.groups[0]), False))
+                                             p.eps, (True, any(need.first[1]), any(need.first[2])))
+            gxf, weight, _ = _conv_backward(gu, k['x'], k['first'], (need_x, any(need.first[0]), False))
             gx.append(gxf)
-            weight = _to(weight, dtypes.groups[0][0])
-            g.groups[:3] = [_split(t, p.first_sizes, old) for t, old in zip((weight, gamma, beta), g.groups[:3])]
+            weight = _to(weight, dtypes.first[0][0])
+            g.first = [_split(t, p.first_sizes, old) for t, old in zip((weight, gamma, beta), g.first)]
         g.kxk, g.origin, g.bias = (_to(g.kxk, dtypes.kxk), _to(g.origin, dtypes.origin), _to(g.bias, dtypes.bias))
         g.readers = [_to(t, d) for t, d in zip(g.readers, dtypes.readers)]
         grad_x = None

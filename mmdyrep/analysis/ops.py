@@ -37,7 +37,6 @@ from typing import Callable, Iterable, List, NamedTuple, Optional, Sequence, Tup
 
 import torch
 from torch import Tensor, nn
-from torch._prims_common import suggest_memory_format
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
@@ -63,10 +62,23 @@ def _bytes(*trees) -> int:
     return sum(t.numel() * t.element_size() for t in tree_leaves(trees) if isinstance(t, Tensor))
 
 
+def channels_last_like(t: Tensor) -> bool:
+    """Whether PyTorch suggests channels-last for ``t`` (``Tensor::suggest_memory_format``, restated from
+    c10's ``is_channels_last_strides_2d``): a 4-D tensor whose strides grow in the order C, W, H, N, where
+    size-1 dimensions count by their strides too, and ambiguous cases go to the default format."""
+    if t.dim() != 4 or t.stride(1) == 0:
+        return False
+    smallest = 0
+    for d in (1, 3, 2, 0):
+        if t.size(d) == 0 or t.stride(d) < smallest or (d == 0 and smallest == t.stride(1)):
+            return False
+        smallest = t.stride(d) * max(t.size(d), 1)
+    return True
+
+
 def _backend_format(*tensors: Tensor) -> torch.memory_format:
     """The memory format cuDNN runs a convolution in: channels-last where the input or the weight is."""
-    channels_last = any(t.dim() == 4 and suggest_memory_format(t) == torch.channels_last for t in tensors)
-    return torch.channels_last if channels_last else torch.contiguous_format
+    return torch.channels_last if any(channels_last_like(t) for t in tensors) else torch.contiguous_format
 
 
 def _copy(t: Tensor, memory_format: torch.memory_format) -> List[Tuple[str, int]]:
@@ -184,5 +196,5 @@ def train_step_counts(module: nn.Module, x: Tensor, forward: Optional[Callable[[
     return counts
 
 
-__all__ = ['NO_KERNEL', 'Counts', 'count', 'count_ops', 'hidden_kernels', 'kernel_ops', 'multiply_adds',
-           'train_step_counts']
+__all__ = ['NO_KERNEL', 'Counts', 'channels_last_like', 'count', 'count_ops', 'hidden_kernels', 'kernel_ops',
+           'multiply_adds', 'train_step_counts']

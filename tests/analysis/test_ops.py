@@ -4,7 +4,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mmdyrep.analysis.ops import count, kernel_ops, train_step_counts
+from mmdyrep.analysis.ops import channels_last_like, count, kernel_ops, train_step_counts
 
 _conv_backward = torch.ops.aten.convolution_backward.default
 
@@ -108,3 +108,22 @@ def test_hidden_kernels_by_kind():
     bias_grad = count(lambda: _conv_backward(_G[:, :4].contiguous(), x, _W, [4], [1, 1], [0, 0], [1, 1], False,
                                              [0, 0], 1, [True, True, True]))
     assert bias_grad.hidden == {'bias_grad': 1} and bias_grad.hidden_bytes == {'bias_grad': act + 16}
+
+
+def test_channels_last_like_is_what_pytorch_suggests():
+    """The public re-statement of ``suggest_memory_format`` against PyTorch's own (a private module)."""
+    from torch._prims_common import suggest_memory_format
+    nchw = torch.randn(4, 8, 6, 5)
+    nhwc = nchw.to(memory_format=torch.channels_last)
+    cases = [nchw, nhwc, nchw[:, :4], nhwc[:, 4:], nchw[:2, :4, 1:], torch.randn(8, 8, 1, 1),
+             torch.randn(8, 8, 1, 1).to(memory_format=torch.channels_last), torch.randn(1, 8, 1, 1).expand(1, 8, 3, 3),
+             torch.randn(8, 1, 3, 3), torch.randn(8, 8, 1, 3), torch.randn(8, 8, 3, 1), nhwc.permute(0, 1, 3, 2),
+             torch.randn(5, 1, 1, 1), torch.randn(1, 8, 1, 6).transpose(1, 3)]
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(40):  # and random layouts: sizes with ones, dimensions permuted, slices
+        sizes = [int(v) for v in torch.randint(1, 4, (4, ), generator=generator)]
+        order = [int(v) for v in torch.randperm(4, generator=generator)]
+        t = torch.randn([sizes[i] for i in order]).permute(*[order.index(i) for i in range(4)])
+        cases.append(t[:, :max(t.size(1) - 1, 1)] if torch.rand(1, generator=generator) < 0.3 else t)
+    for t in cases:
+        assert channels_last_like(t) == (suggest_memory_format(t) == torch.channels_last), (t.shape, t.stride())

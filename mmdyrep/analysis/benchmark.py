@@ -224,10 +224,10 @@ def block_ops(channels: int = 64, size: int = 56, batch: int = 64) -> Dict[str, 
             set_fast_forward(model, fast)
             train_step_counts(model, x)  # the first call packs BN buffers
             c = train_step_counts(model, x)
+            cost = roofline.costs(c)
             out[mode + ('+fast' if fast else '')] = {
                 'ops': sum(c.ops.values()), 'kernel_ops': kernel_ops(c.ops), 'by_op': dict(c.ops),
-                'hidden': dict(c.hidden), 'kernels': kernel_ops(c.ops) + sum(c.hidden.values()),
-                'bytes': sum(c.bytes.values()) + sum(c.hidden_bytes.values()), 'saved': c.saved}
+                'hidden': dict(c.hidden), 'kernels': cost.kernels, 'bytes': cost.bytes, 'saved': c.saved}
     base = out['origin']
     for res in out.values():
         res['ratio'], res['traffic'] = res['ops'] / base['ops'], res['bytes'] / base['bytes']

@@ -290,10 +290,10 @@ def _run(part: nn.Module, x: Tensor) -> Tensor:
 
 
 #: Per device type, whether a block whose BNs train runs :func:`~.grouped_block.grouped_forward` (others:
-#: yes). Not on CPU: there the concatenations cost about what the launches they save do (one 3x3 block,
-#: all branches, grouped / per branch: 1.05x at 8 x 64 x 56 x 56, 1.13x at 8 x 128 x 28 x 28, 0.98x and
-#: 1.03x at 256 and 512 channels; docs/benchmarks.md). On a GPU a block is launch-bound and grouping
-#: issues half the ops (still to be timed there: tools/analysis/gpu_check.sh).
+#: yes). Not on CPU: there it measured no faster (one 3x3 block, all branches, grouped / per branch at
+#: 64, 128, 256 and 512 channels: 1.14x, 0.88x, 1.05x, 1.01x on 28f35b1, within noise; docs/benchmarks.md).
+#: On a GPU it launches 0.66x the kernels and moves 0.96x the bytes of the per-branch forward, counted
+#: (still to be timed there: tools/analysis/gpu_check.sh).
 GROUP_BNS = {'cpu': False}
 
 

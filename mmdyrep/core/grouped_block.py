@@ -206,7 +206,7 @@ class _Plan(NamedTuple):
     first: Tuple[str, ...]  # the first stage, in order: '1x1_kxk', '1x1_avg', then '1x1' where it joins
     first_sizes: Tuple[int, ...]  # their channels
     padded: int  # how many of them pad their BN's output with its zero response (1x1-KxK, 1x1-AVG)
-    last: Tuple[str, ...]  # the branches whose last BN runs in the second group, in _LAST_ORDER
+    last: Tuple[str, ...]  # the branches whose last BN runs on its own (all but the joined 1x1), in _LAST_ORDER
     readers: Tuple[Tuple[str, Tuple[int, int], Tuple[int, int], Tuple[int, int]], ...]  # their convs on x
     bias: bool  # whether the origin has a bias
     eps: float

@@ -16,12 +16,14 @@ function at the start):
 Every mode but origin runs twice: with the per-branch reference forward and as users get it
 (``+fast``: ``fast_forward``, the default); ``per_branch=False`` leaves the reference out. A train step
 is forward + cross-entropy + backward + SGD (momentum 0.9) on a fixed random batch, in float32 or under
-bf16 autocast. Steps are interleaved round-robin across modes; medians after warm-up;
-CUDA-synchronised; peak memory per mode from ``torch.cuda.max_memory_allocated`` over one step (on
-CPU: not measured). The aten ops, bytes moved and bytes saved for the backward of one train step
-(:mod:`mmdyrep.analysis.ops`: proxies for launches, memory traffic and activation memory) are counted
-on PyTorch's ``meta`` device (shapes only: the same on any machine, with a GPU's choices) for the
-whole model at the smallest batch and for one 3×3 block (C = 64) against the conv + BN it replaced.
+bf16 autocast. Steps are interleaved round-robin across modes; medians after warm-up; CUDA-synchronised;
+peak memory per mode from ``torch.cuda.max_memory_allocated`` over one step (on CPU: not measured); on
+CUDA also the host's share of a step (``host_fraction``: the time the host took to issue the step's
+kernels over the step's; near 1, the GPU waited for the host). The aten ops, bytes moved and bytes saved
+for the backward of one train step (:mod:`mmdyrep.analysis.ops`: proxies for launches, memory traffic
+and activation memory) are counted on PyTorch's ``meta`` device (shapes only: the same on any machine,
+with a GPU's choices) for the whole model at the smallest batch and for one 3×3 block (C = 64) against
+the conv + BN it replaced.
 
 Two ways to run the same models faster, measured beside the eager ones:
 
@@ -38,7 +40,6 @@ Two ways to run the same models faster, measured beside the eager ones:
 import contextlib
 import copy
 import statistics
-import time
 import warnings
 from typing import Callable, ContextManager, Dict, List, Optional, Sequence
 
@@ -51,7 +52,7 @@ from mmdyrep.core.block import set_fast_forward
 from mmdyrep.core.structure import apply_structure
 from . import roofline
 from .ops import kernel_ops, train_step_counts
-from .timing import machine, num_params, sync
+from .timing import issued, machine, num_params
 
 ARCHS = ('resnet18', 'resnet50')
 #: the convs grown with every branch type in the fixed ``dyrep`` structure
@@ -89,6 +90,8 @@ class _Runner:
         self.name, self.model, self.x, self.y, self.amp = name, model, x, y, amp
         self.optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
         self.times: List[float] = []
+        self.host_times: List[float] = []  # the host's share of each timed step (:func:`~.timing.issued`)
+        self.last_host_s = 0.0
         self.first_loss: Optional[torch.Tensor] = None  # the loss of the initial weights
         self.first_step_s: Optional[float] = None
 
@@ -103,11 +106,11 @@ class _Runner:
         self.optimizer.zero_grad(set_to_none=True)
 
     def step(self) -> float:
-        sync(self.x.device)
-        t0 = time.perf_counter()
-        self._train_step()
-        sync(self.x.device)
-        return time.perf_counter() - t0
+        """One train step's seconds (synchronised); the seconds the host took to issue it go to
+        :attr:`host_times` too (:func:`~.timing.issued`)."""
+        seconds, host, _ = issued(self._train_step, self.x.device)
+        self.last_host_s = host
+        return seconds
 
     def peak_mb(self) -> Optional[float]:
         if self.x.device.type != 'cuda':
@@ -126,6 +129,11 @@ def onednn_guard(device: str, channels_last: bool) -> ContextManager:
     (seen with torch 2.14 on an AVX2 CPU) or wrong gradients. GPUs (cuDNN) are not concerned: a no-op there."""
     if not channels_last or torch.device(device).type != 'cpu':
         return contextlib.nullcontext()
+    return onednn_off()
+
+
+def onednn_off() -> ContextManager:
+    """A context in which CPU convolutions do not use oneDNN (PyTorch's own kernels run instead)."""
     stack = contextlib.ExitStack()
     stack.enter_context(warnings.catch_warnings())
     warnings.simplefilter('ignore')  # torch warns about oneDNN TF32 on Intel GPUs when flags are set
@@ -173,11 +181,16 @@ def time_modes(models: Dict[str, nn.Module], batch: int, size: int, precision: s
                 t = r.step()
                 if i >= warmup:
                     r.times.append(t)
+                    r.host_times.append(r.last_host_s)
             if i == warmup + repeats - 1 or (i + 1) % 5 == 0:
                 log(f'  round {i + 1}/{warmup + repeats}: ' + ' '.join(
                     f'{r.name}={statistics.median(r.times or [0.0]) * 1000:.1f}ms' for r in runners))
         out = {r.name: {'median_s': statistics.median(r.times), 'times_s': r.times, 'peak_mb': r.peak_mb(),
                         'first_loss': r.first_loss.item()} for r in runners}
+        if torch.device(device).type == 'cuda':  # on CPU the host's time is the step's
+            for r in runners:
+                host = statistics.median(r.host_times)
+                out[r.name].update(host_median_s=host, host_fraction=host / out[r.name]['median_s'])
     for r in runners:
         if r.first_step_s is not None:
             out[r.name]['first_step_s'] = r.first_step_s
@@ -346,6 +359,8 @@ def table(result: dict) -> List[str]:
                 peak = '' if r['peak_mb'] is None else f'{r["peak_mb"]:8.0f} MB {r.get("memory_ratio", 1):5.2f}x'
                 line = (f'{arch:9} {setting:9} {mode:20} {r["median_s"] * 1000:8.1f} ms '
                         f'{r.get("time_ratio", 1):5.2f}x {peak}')
+                if 'host_fraction' in r:
+                    line += f'  host {r["host_fraction"]:4.0%}'
                 if 'first_step_s' in r:
                     line += (f'  {r.get("time_ratio_compiled", float("nan")):5.2f}x origin{COMPILED}, first step '
                              f'{r["first_step_s"]:.1f} s, first loss vs eager {r.get("loss_vs_eager", 0):.1e}')
@@ -364,4 +379,4 @@ def table(result: dict) -> List[str]:
 
 
 __all__ = ['ARCHS', 'COMPILED', 'MODES', 'TABLE3_CONVS', 'block_ops', 'build', 'conv_bn', 'model_counts', 'models_for',
-           'onednn_guard', 'run', 'table', 'time_modes', 'with_compiled']
+           'onednn_guard', 'onednn_off', 'run', 'table', 'time_modes', 'with_compiled']

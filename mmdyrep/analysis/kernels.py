@@ -14,29 +14,40 @@ forward + sum + backward; :func:`block_kernels` reports per variant
 * ``top_kernels`` (CUDA): the kernels the step's device time goes to, ``[name, µs, calls]``, longest first;
 * ``ms``: the median step time after warm-up, synchronised;
 
+* ``host_ms`` (CUDA): the median time the host took to issue the step (:func:`~.timing.issued`);
+
 for the per-branch forward, the fast forward (grouped BNs on a GPU) and, with ``compile_backend``, the
 fast forward under ``torch.compile`` (``+compile``: the compile happens in the warm-up and is timed
-alone as ``compile_s``). Pure PyTorch.
+alone as ``compile_s``).
+
+:func:`host_times` measures what issuing a step costs the host, on CPU: each variant's step on inputs so
+small (:data:`HOST_INPUT`) that its kernels cost next to nothing, one thread, oneDNN off, and the BNs
+grouped as on a GPU. A GPU whose kernels are short waits for its host, so this is the proxy for that
+regime, as the kernel count is for launches. Pure PyTorch.
 """
+import contextlib
 import statistics
+import time
 from collections import defaultdict
-from typing import Callable, List, Optional, Tuple
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
 
+from mmdyrep.core import fast_block
 from mmdyrep.core.block import set_fast_forward
-from .benchmark import PRECISIONS, conv_bn
+from .benchmark import PRECISIONS, conv_bn, onednn_off
 from .ops import count_ops
-from .timing import timed
+from .timing import issued, timed
 
 #: the variants, in the order they run (the compiled ones last: the slowest to prepare)
-VARIANTS = ('conv+bn', 'dyrep', 'dyrep+fast', 'dbb', 'dbb+fast', 'dyrep+fast+compile', 'dbb+fast+compile')
+VARIANTS = ('conv+bn', 'dyrep', 'dyrep+fast', 'dbb', 'dbb+fast', 'repvgg', 'repvgg+fast', 'dyrep+fast+compile',
+            'dbb+fast+compile')
 
 
 def build_block(variant: str, channels: int, seed: int = 0) -> nn.Module:
-    """:func:`~.benchmark.conv_bn` grown as ``variant`` says (see :data:`VARIANTS`), with the fast or the
-    per-branch forward, in training mode."""
+    """:func:`~.benchmark.conv_bn` grown as ``variant`` says (see :data:`VARIANTS`; ``repvgg``: RepVGG's set),
+    with the fast or the per-branch forward, in training mode."""
     if variant not in VARIANTS:
         raise ValueError(f"unknown variant '{variant}' (choose from {', '.join(VARIANTS)})")
     kind = variant.split('+')[0]
@@ -111,7 +122,10 @@ def block_kernels(device: str = 'cuda', channels: int = 64, size: int = 56, batc
                     entry[unit] = sum(count_ops(step).values())
             except Exception as e:  # keep the timing
                 entry[f'{unit}_error'] = f'{type(e).__name__}: {e}'.splitlines()[0][:300]
-            entry['ms'] = 1e3 * statistics.median(timed(step, device)[0] for _ in range(repeats))
+            times = [issued(step, device)[:2] for _ in range(repeats)]
+            entry['ms'] = 1e3 * statistics.median(t for t, _ in times)
+            if cuda:
+                entry['host_ms'] = 1e3 * statistics.median(h for _, h in times)
         except Exception as e:  # the other variants still count
             entry = {'error': f'{type(e).__name__}: {e}'.splitlines()[0][:300]}
         result['variants'][variant] = entry
@@ -138,6 +152,8 @@ def table(result: dict) -> list:
         count = f'{res[unit]:5d} {unit} {res.get("ratio", float("nan")):5.2f}x' if unit in res else \
             f'{unit}: {res.get(unit + "_error")}'
         line = f'  {name:20s} {count}   {res["ms"]:8.2f} ms {res.get("time_ratio", float("nan")):5.2f}x'
+        if 'host_ms' in res:
+            line += f'   host {res["host_ms"]:6.2f} ms'
         if 'compile_s' in res:
             line += f'   (compile {res["compile_s"]:.1f} s)'
         lines.append(line)
@@ -147,4 +163,67 @@ def table(result: dict) -> list:
     return lines
 
 
-__all__ = ['VARIANTS', 'block_kernels', 'build_block', 'device_kernels', 'table']
+#: the input :func:`host_times` steps on: one sample, 4 channels, 3×3
+HOST_INPUT = (1, 4, 3, 3)
+HOST_VARIANTS = tuple(v for v in VARIANTS if not v.endswith('+compile'))
+
+
+@contextlib.contextmanager
+def host_settings() -> Iterator[None]:
+    """CPU settings under which a step on tiny inputs takes about what issuing it takes a GPU's host: one
+    thread, oneDNN off (it builds a primitive per convolution call: about 150 µs each on this project's CPU,
+    where the default convolution takes 25) and the BNs grouped as on a GPU (``fast_block.GROUP_BNS``).
+    Everything is restored after."""
+    threads, grouped = torch.get_num_threads(), dict(fast_block.GROUP_BNS)
+    torch.set_num_threads(1)
+    fast_block.GROUP_BNS['cpu'] = fast_block.GROUP_BNS.get('cuda', True)
+    try:
+        with onednn_off():
+            yield
+    finally:
+        fast_block.GROUP_BNS.clear()
+        fast_block.GROUP_BNS.update(grouped)
+        torch.set_num_threads(threads)
+
+
+def host_times(variants: Sequence[str] = HOST_VARIANTS, rounds: int = 9, steps: int = 40,
+               warmup: int = 5) -> Dict[str, dict]:
+    """Per variant, the median microseconds of one train step (forward, sum, backward, gradients cleared) of
+    the block on a :data:`HOST_INPUT` input requiring a gradient, under :func:`host_settings`: ``rounds``
+    rounds that time ``steps`` steps of every variant in turn (after ``warmup`` untimed ones), the same
+    weights for all; ``ratio`` to ``conv+bn``'s and, for a ``+fast`` variant, ``vs_per_branch``."""
+    unknown = [v for v in variants if v not in HOST_VARIANTS]
+    if unknown:
+        raise ValueError(f"host_times: unknown variant(s) {', '.join(unknown)} (choose from "
+                         f"{', '.join(HOST_VARIANTS)})")
+    with host_settings():
+        x = torch.randn(*HOST_INPUT, requires_grad=True)
+        models = {v: build_block(v, HOST_INPUT[1]) for v in variants}
+
+        def step(model: nn.Module) -> None:
+            model(x).sum().backward()
+            x.grad = None
+            for p in model.parameters():
+                p.grad = None
+
+        times: Dict[str, List[float]] = {v: [] for v in variants}
+        for _ in range(rounds):
+            for v, model in models.items():
+                for _ in range(warmup):
+                    step(model)
+                t0 = time.perf_counter()
+                for _ in range(steps):
+                    step(model)
+                times[v].append((time.perf_counter() - t0) / steps * 1e6)
+    out = {v: {'us': statistics.median(t)} for v, t in times.items()}
+    for v, res in out.items():
+        if 'conv+bn' in out:
+            res['ratio'] = res['us'] / out['conv+bn']['us']
+        reference = out.get(v.replace('+fast', ''))
+        if v.endswith('+fast') and reference:
+            res['vs_per_branch'] = res['us'] / reference['us']
+    return out
+
+
+__all__ = ['HOST_INPUT', 'HOST_VARIANTS', 'VARIANTS', 'block_kernels', 'build_block', 'device_kernels',
+           'host_settings', 'host_times', 'table']

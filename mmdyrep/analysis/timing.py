@@ -1,9 +1,10 @@
 """What every benchmark needs to time a step and say where it ran, pure PyTorch (no OpenMMLab import).
 
 :func:`sync` waits for the device before a clock is read, :func:`timed` times one call between two
-syncs, :func:`machine` describes the machine for the JSON the benchmarks write, :func:`num_params`
-counts a module's parameters. Used by :mod:`.benchmark` (torchvision), :mod:`.training_cost` and
-:mod:`.overheads` (OpenMMLab models).
+syncs, :func:`issued` also the time the host took to issue it (on a GPU: whether a step is bound by the
+host's Python and dispatch rather than by the device), :func:`machine` describes the machine for the
+JSON the benchmarks write, :func:`num_params` counts a module's parameters. Used by :mod:`.benchmark`
+(torchvision), :mod:`.training_cost` and :mod:`.overheads` (OpenMMLab models).
 """
 import os
 import platform
@@ -27,6 +28,19 @@ def timed(fn: Callable[[], Any], device: Union[str, torch.device]) -> Tuple[floa
     out = fn()
     sync(device)
     return time.perf_counter() - t0, out
+
+
+def issued(fn: Callable[[], Any], device: Union[str, torch.device]) -> Tuple[float, float, Any]:
+    """``(seconds, host seconds, fn())``: the call timed between two syncs as :func:`timed` does, and the time
+    until ``fn`` returned, before the second sync. On a CUDA device the host only queues kernels, so the
+    host seconds are what issuing them cost (the Python, the dispatcher, the launches), and a step whose
+    host seconds are close to its seconds kept the GPU waiting for the host; on a CPU the two are equal."""
+    sync(device)
+    t0 = time.perf_counter()
+    out = fn()
+    t1 = time.perf_counter()
+    sync(device)
+    return time.perf_counter() - t0, t1 - t0, out
 
 
 def num_params(module: nn.Module) -> int:
@@ -59,4 +73,4 @@ def machine(device: Optional[str] = None) -> dict:
     return info
 
 
-__all__ = ['machine', 'num_params', 'sync', 'timed']
+__all__ = ['issued', 'machine', 'num_params', 'sync', 'timed']

@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from mmdyrep.analysis.kernels import block_kernels, build_block, device_kernels
+from mmdyrep.analysis.kernels import block_kernels, build_block, device_kernels, host_settings, host_times
+from mmdyrep.analysis.ops import train_step_counts
+from mmdyrep.core import fast_block
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -33,7 +35,7 @@ def test_cli_writes_json(tmp_path):
                            '--repeats', '1', '--out', str(out)], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     data = json.loads(out.read_text())
-    assert set(data['variants']) == {'conv+bn', 'dyrep', 'dyrep+fast', 'dbb', 'dbb+fast'}
+    assert set(data['variants']) == {'conv+bn', 'dyrep', 'dyrep+fast', 'dbb', 'dbb+fast', 'repvgg', 'repvgg+fast'}
     assert 'block_kernels.py' in data['command'] and 'conv+bn' in proc.stdout
 
 
@@ -55,3 +57,41 @@ def test_device_kernels_rank_the_events_by_time():
     assert n > 50 and len(top) == 3 and top[0][1] >= top[1][1] >= top[2][1] > 0
     names = {name for name, _, _ in top}
     assert all(calls >= 1 for _, _, calls in top) and len(names) == 3
+
+
+def test_host_settings_group_the_bns_as_on_a_gpu_and_restore_everything():
+    """Under host_settings the CPU runs the fast forward a GPU runs (grouped BNs: fewer ops than per branch),
+    on one thread without oneDNN; after it, the CPU's own choices are back."""
+    threads, grouped, onednn = torch.get_num_threads(), dict(fast_block.GROUP_BNS), torch.backends.mkldnn.enabled
+    x = torch.randn(2, 8, 6, 6, requires_grad=True)
+    fast, per_branch = build_block('dyrep+fast', 8), build_block('dyrep', 8)
+
+    def ops(model):
+        return sum(train_step_counts(model, x).ops.values())
+
+    ops(fast), ops(per_branch)  # first calls (a padding constant is made once)
+    assert ops(fast) == ops(per_branch)  # on CPU the per-branch forward runs for training-mode BNs
+    with host_settings():
+        assert torch.get_num_threads() == 1 and not torch.backends.mkldnn.enabled
+        assert ops(fast) < 0.7 * ops(per_branch)
+    assert (torch.get_num_threads(), dict(fast_block.GROUP_BNS), torch.backends.mkldnn.enabled) == \
+        (threads, grouped, onednn)
+
+
+def test_host_times_time_every_variant_against_conv_bn_and_its_per_branch_forward():
+    result = host_times(('conv+bn', 'dbb', 'dbb+fast'), rounds=1, steps=2, warmup=1)
+    assert set(result) == {'conv+bn', 'dbb', 'dbb+fast'} and result['conv+bn']['ratio'] == 1.0
+    assert all(r['us'] > 0 for r in result.values())
+    assert result['dbb+fast']['vs_per_branch'] == result['dbb+fast']['us'] / result['dbb']['us']
+    with pytest.raises(ValueError, match="unknown variant.*dbb\\+fast\\+compile"):
+        host_times(('dbb+fast+compile', ))
+
+
+def test_cli_host_writes_json(tmp_path):
+    out = tmp_path / 'h.json'
+    proc = subprocess.run([sys.executable, str(ROOT / 'tools/analysis/block_kernels.py'), '--host', '--rounds', '1',
+                           '--out', str(out)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(out.read_text())
+    assert data['input'] == [1, 4, 3, 3] and data['variants']['repvgg+fast']['vs_per_branch'] > 0
+    assert 'x per branch' in proc.stdout and proc.stderr == ''

@@ -3,14 +3,16 @@
 replay repeats a recorded evolution, the Evolver is built with the hook's defaults, targets are judged
 as stated. The scripts end to end: tests/analysis/test_benchmarks.py."""
 import copy
+import time
 from types import SimpleNamespace
 
 import pytest
+
 import torch
 
 from mmdyrep.analysis import overheads
 from mmdyrep.analysis import training_cost as tc
-from mmdyrep.analysis.timing import machine, num_params, timed
+from mmdyrep.analysis.timing import issued, machine, num_params, timed
 from mmdyrep.core import extract_structure, iter_blocks
 from mmdyrep.models.complexity import count
 from mmdyrep.models.dyrep_resnet import backbone_of
@@ -142,6 +144,8 @@ def test_deploy_keeps_the_evolved_output(classifier, batches):
 def test_timing_helpers():
     seconds, out = timed(lambda: 3, 'cpu')
     assert out == 3 and seconds >= 0
+    seconds, host, out = issued(lambda: time.sleep(0.01) or 4, 'cpu')  # on CPU the host's time is the step's
+    assert out == 4 and seconds >= host >= 0.01 and host > 0.5 * seconds
     info = machine('cpu')
     # the keys both benchmarks wrote (training_cost / overheads and torchvision_cost)
     assert {'nproc', 'cpu', 'torch', 'threads', 'python', 'device'} <= set(info) and info['device'] == 'cpu'

@@ -303,11 +303,13 @@ def merged_forward(block: nn.Module, x: Tensor) -> Tensor:
 
     Same value as ``origin(x) + sum(branch(x))`` up to float rounding, and the same gradients
     for every parameter; BNs in training mode still update their running statistics exactly once."""
+    # where every BN trains, no branch folds (plan() would merge at most the origin): group them first,
+    # without plan()'s walk over every module of the block (host time at every step)
+    if (GROUP_BNS.get(x.device.type, True) and can_group(block)
+            and not any(pool_first_pays(b, x) for b in block.branches.values())):
+        return grouped_forward(block, x)
     merged, separate = plan(block, x)
-    if merged in ([], ['origin']):  # nothing to fold: the BNs grouped, or the per-branch forward
-        if (GROUP_BNS.get(x.device.type, True) and can_group(block)
-                and not any(pool_first_pays(b, x) for b in block.branches.values())):
-            return grouped_forward(block, x)
+    if merged in ([], ['origin']):  # nothing to fold: the per-branch forward
         out = block.origin(x)
         for branch in block.branches.values():
             out = out + _run(branch, x)

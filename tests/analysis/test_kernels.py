@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from mmdyrep.analysis.kernels import block_kernels, build_block, device_kernels, host_settings, host_times
+from mmdyrep.analysis.kernels import HOST_INPUT, block_kernels, build_block, device_kernels, host_settings, host_times
 from mmdyrep.analysis.ops import train_step_counts
 from mmdyrep.core import fast_block
 
@@ -79,6 +79,8 @@ def test_host_settings_group_the_bns_as_on_a_gpu_and_restore_everything():
 
 
 def test_host_times_time_every_variant_against_conv_bn_and_its_per_branch_forward():
+    n, _, h, w = HOST_INPUT  # large enough that the fast forward plans as for a full-sized input
+    assert n * h * w >= fast_block.MIN_POSITIONS
     result = host_times(('conv+bn', 'dbb', 'dbb+fast'), rounds=1, steps=2, warmup=1)
     assert set(result) == {'conv+bn', 'dbb', 'dbb+fast'} and result['conv+bn']['ratio'] == 1.0
     assert all(r['us'] > 0 for r in result.values())
@@ -93,5 +95,5 @@ def test_cli_host_writes_json(tmp_path):
                            '--out', str(out)], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     data = json.loads(out.read_text())
-    assert data['input'] == [1, 4, 3, 3] and data['variants']['repvgg+fast']['vs_per_branch'] > 0
+    assert data['input'] == [1, 4, 16, 16] and data['variants']['repvgg+fast']['vs_per_branch'] > 0
     assert 'x per branch' in proc.stdout and proc.stderr == ''

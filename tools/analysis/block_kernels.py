@@ -3,7 +3,7 @@
 
     python tools/analysis/block_kernels.py [--device cuda] [--channels 64] [--size 56] [--batch 64]
         [--precision bf16] [--compile-backend inductor | --no-compile] --out OUT.json
-    python tools/analysis/block_kernels.py --host [--rounds 9] --out OUT.json
+    python tools/analysis/block_kernels.py --host [--rounds 25] --out OUT.json
 
 Needs torch only (see :mod:`mmdyrep.analysis.kernels`): conv + BN against the block grown from it with
 every branch type (dyrep), with DBB's set and with RepVGG's, per branch, fast, and fast under
@@ -37,7 +37,7 @@ def parse_args(argv=None):
     p.add_argument('--repeats', type=int, default=10)
     p.add_argument('--host', action='store_true',
                    help="the host's time per train step on CPU (tiny inputs), instead of kernels and time")
-    p.add_argument('--rounds', type=int, default=9, help='--host: rounds of 40 steps per variant')
+    p.add_argument('--rounds', type=int, default=25, help='--host: rounds of 12 steps per variant')
     p.add_argument('--out', default=None)
     args = p.parse_args(argv)
     if min(args.channels, args.size, args.batch, args.repeats, args.rounds) < 1 or args.warmup < 0:

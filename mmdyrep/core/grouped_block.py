@@ -37,7 +37,7 @@ by its multiply-adds. :func:`grouped_forward` computes the same function with fe
   (docs/benchmarks.md).
 
 What it does not save is the host's time: its forward and backward are Python around the ops, where the
-per-branch backward runs in autograd's C++ engine, and each of its ops costs the host 1.5-1.9x as much.
+per-branch backward runs in autograd's C++ engine, and each of its ops costs the host 1.5-1.8x as much.
 Measured on CPU with tiny inputs (``tools/analysis/block_kernels.py --host``): about as long as the
 per-branch step for DyRep's and DBB's sets, 1.4-1.5x as long for RepVGG's. A GPU that waits for its host
 gains nothing from it.

@@ -42,7 +42,7 @@ from torch.utils._pytree import tree_leaves
 
 #: ops that allocate or relabel memory and launch no kernel
 NO_KERNEL = frozenset({'aten.empty', 'aten.empty_like', 'aten.empty_strided', 'aten.new_empty',
-                       'aten._unsafe_view'})
+                       'aten.new_empty_strided', 'aten._unsafe_view'})
 
 
 class Counts(NamedTuple):

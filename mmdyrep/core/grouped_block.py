@@ -478,7 +478,11 @@ def grouped_forward(block: nn.Module, x: Tensor) -> Tensor:
         _write_back(norms, statistics)
         _add_kxk_bias(block, keep, plan.momentum)
         return out
-    return _GroupedForward.apply(block, plan, _running_statistics(norms, False), x, *tensors)
+    statistics = _running_statistics(norms, False)
+    if not plan.first:  # nothing grouped (RepVGG's set): autograd's own backward, run by its C++ engine,
+        # issues the same ops as _GroupedForward's and costs the host less than its Python
+        return _forward(block, plan, x, tensors, statistics)[0]
+    return _GroupedForward.apply(block, plan, statistics, x, *tensors)
 
 
 __all__ = ['can_group', 'group_norms', 'grouped_forward', 'pack_block', 'pack_buffers']

@@ -294,7 +294,7 @@ def _run(part: nn.Module, x: Tensor) -> Tensor:
 #: 64, 128, 256 and 512 channels: 1.14x, 0.88x, 1.05x, 1.01x on 28f35b1, within noise; docs/benchmarks.md).
 #: On a GPU it launches 0.66x the kernels and moves 0.96x the bytes of the per-branch forward, counted
 #: (still to be timed there: tools/analysis/gpu_check.sh), and costs the host about as much time
-#: (RepVGG's set: 1.4-1.5x; ``block_kernels.py --host``).
+#: (RepVGG's set: 1.15-1.21x; ``block_kernels.py --host``).
 GROUP_BNS = {'cpu': False}
 
 

@@ -13,7 +13,6 @@ forward + sum + backward; :func:`block_kernels` reports per variant
   kernels a GPU backend would fuse);
 * ``top_kernels`` (CUDA): the kernels the step's device time goes to, ``[name, µs, calls]``, longest first;
 * ``ms``: the median step time after warm-up, synchronised;
-
 * ``host_ms`` (CUDA): the median time the host took to issue the step (:func:`~.timing.issued`);
 
 for the per-branch forward, the fast forward (grouped BNs on a GPU) and, with ``compile_backend``, the

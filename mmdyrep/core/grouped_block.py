@@ -482,7 +482,7 @@ def grouped_forward(block: nn.Module, x: Tensor) -> Tensor:
         return out
     statistics = _running_statistics(norms, False)
     if not plan.first:  # nothing grouped (RepVGG's set): autograd's own backward, run by its C++ engine,
-        # issues the same ops as _GroupedForward's and costs the host less than its Python
+        # launches the same kernels as _GroupedForward's and costs the host less than its Python
         return _forward(block, plan, x, tensors, statistics)[0]
     return _GroupedForward.apply(block, plan, statistics, x, *tensors)
 

@@ -208,6 +208,18 @@ def test_fewer_kernels_bytes_and_memory_per_train_step(branches, bns, convs, cat
     assert counts.saved <= memory * ref.saved, counts.saved / ref.saved
 
 
+@pytest.mark.parametrize('branches, function', [(['1x1', 'residual'], False), (['1x1_kxk', '1x1_avg', '1x1'], True)])
+def test_the_written_out_backward_only_where_something_is_grouped(branches, function):
+    """A block with a first stage to group runs _GroupedForward (its backward written out, recomputing the
+    first stage); one with nothing to group (RepVGG's set) runs the same forward under autograd's own
+    backward, which costs the host less (docs/benchmarks.md, the host's time)."""
+    model = nn.Sequential(nn.Conv2d(8, 8, 3, 1, 1, bias=False), nn.BatchNorm2d(8))
+    grow(model, ['0'], branches)
+    model.train()
+    out = grouped_forward(model[0], torch.randn(2, 8, 6, 6, requires_grad=True))
+    assert (type(out.grad_fn).__name__ == '_GroupedForwardBackward') == function, out.grad_fn
+
+
 def test_resnet_fast_forward_by_default_matches(group_on_cpu):
     """A torchvision ResNet-18 grown everywhere, training-mode BNs: the model with fast_forward (grouped
     blocks) gives the per-branch outputs and gradients (float64)."""

@@ -56,6 +56,9 @@ class Counts(NamedTuple):
     hidden: Counter = Counter()
     hidden_bytes: Counter = Counter()
     macs: Counter = Counter()
+    #: ``(bytes, multiply-adds)`` of every kernel, in the order they would launch (the dispatched ops that
+    #: may launch one, each followed by the kernels it runs inside itself)
+    launches: Tuple[Tuple[int, int], ...] = ()
 
 
 def _bytes(*trees) -> int:
@@ -129,18 +132,23 @@ class _OpCounter(TorchDispatchMode):
         super().__init__()
         self.ops, self.bytes, self.hidden, self.hidden_bytes = Counter(), Counter(), Counter(), Counter()
         self.macs = Counter()
+        self.launches: List[Tuple[int, int]] = []
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
         if not func.is_view:
             name = str(func.overloadpacket)
             self.ops[name] += 1
+            macs = multiply_adds(name, args, out)
             if name not in NO_KERNEL:
-                self.bytes[name] += _bytes(args, kwargs, out)
-            self.macs[name] += multiply_adds(name, args, out)
+                moved = _bytes(args, kwargs, out)
+                self.bytes[name] += moved
+                self.launches.append((moved, macs))
+            self.macs[name] += macs
             for kind, moved in hidden_kernels(name, args, out):
                 self.hidden[kind] += 1
                 self.hidden_bytes[kind] += moved
+                self.launches.append((moved, 0))
         return out
 
 
@@ -161,7 +169,8 @@ def count(fn: Callable[[], object], exclude: Iterable[Tensor] = ()) -> Counts:
         fn()
     saved = sum(storage.nbytes() for key, storage in storages.items() if key not in skip)
     macs = Counter({name: n for name, n in counter.macs.items() if n})
-    return Counts(counter.ops, counter.bytes, saved, counter.hidden, counter.hidden_bytes, macs)
+    return Counts(counter.ops, counter.bytes, saved, counter.hidden, counter.hidden_bytes, macs,
+                  tuple(counter.launches))
 
 
 def count_ops(fn: Callable[[], object]) -> Counter:

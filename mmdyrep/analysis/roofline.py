@@ -16,24 +16,37 @@ costs as much time as). :func:`fit` finds them by least squares on log ratios, o
 It is a model: no overlap between kernels, no cache, one rate for every convolution (cuDNN's efficiency
 differs by shape), the traffic of an unfused execution. What it is worth is what its residuals against
 measurements say (docs/benchmarks.md).
+
+A second model, ``floor`` (:func:`floor_time`), takes the kernels one by one: each costs the longer of a
+launch and its own work,
+
+    t = Σ_k max(launch, bytes_k / bandwidth + multiply_adds_k / rate)
+
+so a launch costs nothing next to a long kernel, and a run of short kernels (a grown block at 7×7, a
+BN of a few hundred channels) costs a launch each: the regime where a GPU waits for its host. It needs
+every kernel's counts (:attr:`~.ops.Counts.launches`). Same two parameters, same fit.
 """
 import math
 from typing import Dict, Iterable, List, NamedTuple, Sequence, Tuple
+
+import torch
 
 from .ops import Counts, kernel_ops
 
 
 class Costs(NamedTuple):
-    """What a step costs a GPU, by the counts: bytes moved, multiply-adds, kernels."""
+    """What a step costs a GPU, by the counts: bytes moved, multiply-adds, kernels; and, for the ``floor``
+    model, each kernel's ``(bytes, multiply-adds)`` (empty where not counted)."""
     bytes: float
     macs: float
     kernels: float
+    launches: Tuple[Tuple[int, int], ...] = ()
 
 
 def costs(counts: Counts) -> Costs:
     """The :class:`Costs` of :func:`~.ops.count`'s result (the hidden kernels and their bytes included)."""
     return Costs(sum(counts.bytes.values()) + sum(counts.hidden_bytes.values()), sum(counts.macs.values()),
-                 kernel_ops(counts.ops) + sum(counts.hidden.values()))
+                 kernel_ops(counts.ops) + sum(counts.hidden.values()), counts.launches)
 
 
 class Machine(NamedTuple):
@@ -48,9 +61,34 @@ def step_time(c: Costs, machine: Machine) -> float:
     return c.bytes + c.macs / machine.balance + c.kernels * machine.launch_bytes
 
 
-def ratio(c: Costs, base: Costs, machine: Machine) -> float:
+def _kernels(c: Costs) -> torch.Tensor:
+    """``c``'s kernels as a ``[kernels, 2]`` float64 tensor of (bytes, multiply-adds)."""
+    if not c.launches:
+        raise ValueError('the floor model needs every kernel counted (Costs.launches is empty)')
+    return torch.tensor(c.launches, dtype=torch.float64).reshape(-1, 2)
+
+
+def _floor_times(kernels: torch.Tensor, balance: float, launches: torch.Tensor) -> torch.Tensor:
+    """Per launch cost of ``launches``, the ``floor`` model's step time of ``kernels`` (:func:`_kernels`)."""
+    work = kernels[:, 0] + kernels[:, 1] / balance
+    return torch.maximum(work[None, :], launches[:, None]).sum(1)
+
+
+def floor_time(c: Costs, machine: Machine) -> float:
+    """The ``floor`` model's time of a step costing ``c`` (see the module docstring): every kernel the longer
+    of a launch and its own bytes and multiply-adds, in units of moving one byte."""
+    launch = torch.tensor([machine.launch_bytes], dtype=torch.float64)
+    return _floor_times(_kernels(c), machine.balance, launch).item()
+
+
+#: the step-time models by name
+MODELS = {'sum': step_time, 'floor': floor_time}
+
+
+def ratio(c: Costs, base: Costs, machine: Machine, model: str = 'sum') -> float:
     """The model's ``c`` step time over ``base``'s."""
-    return step_time(c, machine) / step_time(base, machine)
+    time = MODELS[model]
+    return time(c, machine) / time(base, machine)
 
 
 def _grid(low: float, high: float, n: int) -> Iterable[float]:
@@ -58,16 +96,28 @@ def _grid(low: float, high: float, n: int) -> Iterable[float]:
 
 
 def fit(observations: Sequence[Tuple[Costs, Costs, float]], balances: Tuple[float, float] = (10.0, 1e5),
-        launches: Tuple[float, float] = (1e3, 1e9), n: int = 121) -> Tuple[Machine, float]:
-    """The :class:`Machine` whose ratios fit ``observations`` ``(costs, base costs, measured ratio)`` best
-    (least squares of log ratios over a log-spaced ``n`` × ``n`` grid of ``balances`` and ``launches``),
-    and the root mean square of its log residuals."""
+        launches: Tuple[float, float] = (1e3, 1e9), n: int = 121, model: str = 'sum') -> Tuple[Machine, float]:
+    """The :class:`Machine` whose ratios (by ``model``: ``'sum'`` or ``'floor'``) fit ``observations``
+    ``(costs, base costs, measured ratio)`` best (least squares of log ratios over a log-spaced ``n`` × ``n``
+    grid of ``balances`` and ``launches``), and the root mean square of its log residuals."""
+    if model not in MODELS:
+        raise ValueError(f"unknown model '{model}' (choose from {', '.join(MODELS)})")
     best = (math.inf, None)
-    for balance in _grid(*balances, n):
-        for launch in _grid(*launches, n):
-            machine = Machine(balance, launch)
-            error = sum((math.log(ratio(c, b, machine)) - math.log(measured))**2 for c, b, measured in observations)
-            best = min(best, (error, machine), key=lambda e: e[0])
+    if model == 'floor':  # every launch cost of the grid at once
+        grid = torch.tensor(list(_grid(*launches, n)), dtype=torch.float64)
+        kernels = [(_kernels(c), _kernels(b), math.log(measured)) for c, b, measured in observations]
+        for balance in _grid(*balances, n):
+            error = sum((torch.log(_floor_times(kc, balance, grid) / _floor_times(kb, balance, grid)) - m)**2
+                        for kc, kb, m in kernels)
+            i = int(torch.argmin(error))
+            best = min(best, (error[i].item(), Machine(balance, grid[i].item())), key=lambda e: e[0])
+    else:
+        for balance in _grid(*balances, n):
+            for launch in _grid(*launches, n):
+                machine = Machine(balance, launch)
+                error = sum((math.log(ratio(c, b, machine)) - math.log(measured))**2
+                            for c, b, measured in observations)
+                best = min(best, (error, machine), key=lambda e: e[0])
     error, machine = best
     return machine, math.sqrt(error / len(observations))
 
@@ -99,4 +149,5 @@ def observations(costs: Dict[Tuple[str, str, int], Dict[str, Costs]], measured: 
     return out
 
 
-__all__ = ['H200_PER_BRANCH', 'Costs', 'Machine', 'costs', 'fit', 'observations', 'ratio', 'step_time']
+__all__ = ['H200_PER_BRANCH', 'MODELS', 'Costs', 'Machine', 'costs', 'fit', 'floor_time', 'observations', 'ratio',
+           'step_time']

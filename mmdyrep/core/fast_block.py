@@ -19,7 +19,8 @@ One exception pays: a 1×1–AVG branch of a conv with few input channels (the 7
 3 in, 64 out) would run its 1×1 conv, its middle BN, the padding and a 7×7 average at the input
 resolution on 64 channels. :func:`pool_first_forward` takes that BN's batch statistics from the
 mean and covariance of the 3 input channels, averages the input first and runs the 1×1 conv at
-the output resolution: the same function, computed in a different order.
+the output resolution: the same function, computed in a different order. On CPU wherever it needs
+fewer multiply-adds; on a GPU at the stem only (:data:`GPU_POOL_FIRST_RATIO`).
 
 Two details keep the merged path identical to the per-branch forward, gradients included:
 
@@ -208,24 +209,37 @@ def _train_mode_bn(norm: nn.Module) -> bool:
             and norm.running_mean is not None)
 
 
+#: On a GPU, a 1×1–AVG branch pools first only where ``C_out`` is at least this many times ``C_in`` (an
+#: image's channels: the stem). There the grouped forward moves ``C_out`` channels at the input's
+#: resolution several times; pooled first, ``C_in``. Elsewhere its extra kernels, and those of the
+#: block's other branches, which then run per branch instead of grouped, cost more than it saves. By the
+#: model fit to the H200 (``mmdyrep.analysis.roofline``, docs/benchmarks.md), DBB's set on every conv,
+#: fp32, batch 64: ResNet-18 3.75x origin against 4.13x with the stem grouped, ResNet-50 1.86x against
+#: 1.98x; not yet timed on a GPU.
+GPU_POOL_FIRST_RATIO = 8
+
+
 def pool_first_pays(branch: nn.Module, x: Tensor) -> bool:
     """Whether :func:`pool_first_forward` applies to ``branch`` on ``x`` and needs fewer multiply-adds
     than the branch's own forward: a 1×1–AVG branch whose middle BN is a training-mode
-    ``BatchNorm2d``, in float32/64 without autocast, on CPU (it issues about twice the ops of the
-    grouped forward, :mod:`.grouped_block`, which a launch-bound GPU prefers), where ``C_in`` is small
-    next to ``C_out`` or the stride is large (the 7×7 stride-2 stem: 3 input channels, 64 output)."""
-    if x.device.type != 'cpu':  # fewer multiply-adds, but twice the ops: on a GPU the BNs are grouped instead
-        return False
+    ``BatchNorm2d``, in float32/64 without autocast, where ``C_in`` is small next to ``C_out`` or the
+    stride is large (the 7×7 stride-2 stem: 3 input channels, 64 output). On a GPU only where
+    ``C_out >= GPU_POOL_FIRST_RATIO × C_in`` (elsewhere the grouped forward, :mod:`.grouped_block`,
+    launches fewer kernels: see :data:`GPU_POOL_FIRST_RATIO`)."""
     if not isinstance(branch, Conv1x1AvgBranch) or not _train_mode_bn(branch.norm1):
         return False
-    if x.dtype not in (torch.float32, torch.float64) or torch.is_autocast_enabled(x.device.type):
+    device = x.device.type
+    if x.dtype not in (torch.float32, torch.float64) or (torch.amp.is_autocast_available(device)
+                                                         and torch.is_autocast_enabled(device)):
         return False
     s = branch.spec
+    ci, co = s.in_channels, s.out_channels
+    if device != 'cpu' and co < GPU_POOL_FIRST_RATIO * ci:
+        return False
     n, _, h, w = x.shape
     positions, positions_out = n * h * w, n * _out_size(h, s) * _out_size(w, s)
     if positions < 2:
         return False
-    ci, co = s.in_channels, s.out_channels
     return positions * ci * ci + positions_out * ci * co < positions * ci * co
 
 
@@ -331,6 +345,6 @@ def merged_forward(block: nn.Module, x: Tensor) -> Tensor:
 
 
 __all__ = [
-    'GROUP_BNS', 'batch_moments_1x1', 'is_linear', 'linear_form', 'merged_forward', 'plan', 'pool_first_forward',
-    'pool_first_pays', 'update_running_stats', 'worth_merging'
+    'GPU_POOL_FIRST_RATIO', 'GROUP_BNS', 'batch_moments_1x1', 'is_linear', 'linear_form', 'merged_forward', 'plan',
+    'pool_first_forward', 'pool_first_pays', 'update_running_stats', 'worth_merging'
 ]

@@ -223,6 +223,23 @@ def test_pool_first_only_where_it_applies_and_pays():
     assert not fast_block.pool_first_pays(branch, x)
 
 
+def test_on_a_gpu_only_the_stem_pools_first():
+    """Off the CPU (``meta`` stands for a GPU here: the rule looks at the device type) a 1x1-AVG branch pools
+    first only where C_out >= GPU_POOL_FIRST_RATIO x C_in: the 3-channel stem, not a stride-2 block with
+    twice its input's channels, which pools first on CPU (fewer multiply-adds)."""
+    ratio = fast_block.GPU_POOL_FIRST_RATIO
+    stem = make_block((3, 8 * 3, 7, 2, 3, 1, 1)).train()  # C_out = 8 C_in
+    down = make_block((4, 8, 3, 2, 1, 1, 1)).train()  # C_out = 2 C_in, stride 2
+    assert ratio == 8
+    for block, image in ((stem, torch.randn(2, 3, 24, 24)), (down, torch.randn(2, 4, 24, 24))):
+        branch, gpu = block.branches['1x1_avg'], copy.deepcopy(block).to('meta').branches['1x1_avg']
+        assert fast_block.pool_first_pays(branch, image)
+        assert fast_block.pool_first_pays(gpu, image.to('meta')) == (block is stem)
+    narrow = make_block((3, 8 * 3 - 1, 7, 2, 3, 1, 1)).train()  # just below the ratio
+    assert not fast_block.pool_first_pays(copy.deepcopy(narrow).to('meta').branches['1x1_avg'],
+                                          torch.randn(2, 3, 24, 24, device='meta'))
+
+
 def test_tiny_inputs_run_per_branch():
     block = make_block(SPECS['residual'])
     norm_eval(block)

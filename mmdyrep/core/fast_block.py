@@ -214,8 +214,8 @@ def _train_mode_bn(norm: nn.Module) -> bool:
 #: resolution several times; pooled first, ``C_in``. Elsewhere its extra kernels, and those of the
 #: block's other branches, which then run per branch instead of grouped, cost more than it saves. By the
 #: model fit to the H200 (``mmdyrep.analysis.roofline``, docs/benchmarks.md), DBB's set on every conv,
-#: fp32, batch 64: ResNet-18 3.75x origin against 4.13x with the stem grouped, ResNet-50 1.86x against
-#: 1.98x; not yet timed on a GPU.
+#: fp32, batch 64: ResNet-18 3.74x origin against 4.13x with the stem grouped, ResNet-50 1.86x against
+#: 1.98x; not yet timed on a GPU. float32 only (see :func:`pool_first_pays`).
 GPU_POOL_FIRST_RATIO = 8
 
 

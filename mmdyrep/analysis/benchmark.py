@@ -41,7 +41,7 @@ import contextlib
 import copy
 import statistics
 import warnings
-from typing import Callable, ContextManager, Dict, List, Optional, Sequence
+from typing import Callable, ContextManager, Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -91,7 +91,6 @@ class _Runner:
         self.optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
         self.times: List[float] = []
         self.host_times: List[float] = []  # the host's share of each timed step (:func:`~.timing.issued`)
-        self.last_host_s = 0.0
         self.first_loss: Optional[torch.Tensor] = None  # the loss of the initial weights
         self.first_step_s: Optional[float] = None
 
@@ -105,12 +104,11 @@ class _Runner:
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
 
-    def step(self) -> float:
-        """One train step's seconds (synchronised); the seconds the host took to issue it go to
-        :attr:`host_times` too (:func:`~.timing.issued`)."""
+    def step(self) -> Tuple[float, float]:
+        """One train step's seconds (synchronised) and the seconds the host took to issue it
+        (:func:`~.timing.issued`)."""
         seconds, host, _ = issued(self._train_step, self.x.device)
-        self.last_host_s = host
-        return seconds
+        return seconds, host
 
     def peak_mb(self) -> Optional[float]:
         if self.x.device.type != 'cuda':
@@ -167,7 +165,7 @@ def time_modes(models: Dict[str, nn.Module], batch: int, size: int, precision: s
             if not r.name.endswith(COMPILED):
                 continue
             try:
-                r.first_step_s = r.step()
+                r.first_step_s = r.step()[0]
             except Exception as e:  # the eager models and the other compiled ones still count
                 failed[r.name] = {'error': ' '.join(f'{type(e).__name__}: {e}'.split())[:300]}
                 log(f'  {r.name}: compiling failed: {failed[r.name]["error"]}')
@@ -178,10 +176,10 @@ def time_modes(models: Dict[str, nn.Module], batch: int, size: int, precision: s
         for i in range(warmup + repeats):
             order = runners[i % len(runners):] + runners[:i % len(runners)]
             for r in order:
-                t = r.step()
+                t, host = r.step()
                 if i >= warmup:
                     r.times.append(t)
-                    r.host_times.append(r.last_host_s)
+                    r.host_times.append(host)
             if i == warmup + repeats - 1 or (i + 1) % 5 == 0:
                 log(f'  round {i + 1}/{warmup + repeats}: ' + ' '.join(
                     f'{r.name}={statistics.median(r.times or [0.0]) * 1000:.1f}ms' for r in runners))

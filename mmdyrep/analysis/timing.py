@@ -23,11 +23,8 @@ def sync(device: Union[str, torch.device]) -> None:
 
 def timed(fn: Callable[[], Any], device: Union[str, torch.device]) -> Tuple[float, Any]:
     """``(seconds, fn())``, the device synchronised before and after the call."""
-    sync(device)
-    t0 = time.perf_counter()
-    out = fn()
-    sync(device)
-    return time.perf_counter() - t0, out
+    seconds, _, out = issued(fn, device)
+    return seconds, out
 
 
 def issued(fn: Callable[[], Any], device: Union[str, torch.device]) -> Tuple[float, float, Any]:

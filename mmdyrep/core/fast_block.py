@@ -46,7 +46,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from . import transforms as T
 from .branches import (AsymmetricBranch, Conv1x1AvgBranch, Conv1x1Branch, Conv1x1KxKBranch, ConvSpec,
                        ResidualBranch, kernel_of)
-from .grouped_block import can_group, grouped_forward
+from .grouped_block import _autocast_dtype, can_group, grouped_forward
 
 #: kernel ``[out, in/g, K, K]``, bias ``[out]``, gradient fix ``[out, 1, K, K]`` (or None)
 LinearForm = Tuple[Tensor, Tensor, Optional[Tensor]]
@@ -228,13 +228,11 @@ def pool_first_pays(branch: nn.Module, x: Tensor) -> bool:
     launches fewer kernels: see :data:`GPU_POOL_FIRST_RATIO`)."""
     if not isinstance(branch, Conv1x1AvgBranch) or not _train_mode_bn(branch.norm1):
         return False
-    device = x.device.type
-    if x.dtype not in (torch.float32, torch.float64) or (torch.amp.is_autocast_available(device)
-                                                         and torch.is_autocast_enabled(device)):
+    if x.dtype not in (torch.float32, torch.float64) or _autocast_dtype(x) is not None:
         return False
     s = branch.spec
     ci, co = s.in_channels, s.out_channels
-    if device != 'cpu' and co < GPU_POOL_FIRST_RATIO * ci:
+    if x.device.type != 'cpu' and co < GPU_POOL_FIRST_RATIO * ci:
         return False
     n, _, h, w = x.shape
     positions, positions_out = n * h * w, n * _out_size(h, s) * _out_size(w, s)

@@ -219,6 +219,12 @@ def conv_bn(channels: int, mode: str = 'origin', seed: int = 0) -> nn.Module:
     return model
 
 
+def _pack_buffers(model: nn.Module, x: torch.Tensor) -> None:
+    """One training forward of ``model``, not counted: the first packs the running statistics of its grouped
+    BNs (:func:`~mmdyrep.core.grouped_block.pack_buffers`), which a counted step must not include."""
+    model(x)
+
+
 def block_ops(channels: int = 64, size: int = 56, batch: int = 64) -> Dict[str, dict]:
     """Aten ops, bytes moved and bytes saved for the backward (:func:`~.ops.count`) by one train step, on
     ``meta`` (see :func:`model_counts`), of a 3×3 conv + BN (C = ``channels``, ``batch`` × ``size``²,
@@ -233,7 +239,7 @@ def block_ops(channels: int = 64, size: int = 56, batch: int = 64) -> Dict[str, 
         model = conv_bn(channels, mode).to('meta').train()
         for fast in ((False, True) if mode != 'origin' else (False, )):
             set_fast_forward(model, fast)
-            train_step_counts(model, x)  # the first call packs BN buffers
+            _pack_buffers(model, x)
             c = train_step_counts(model, x)
             cost = roofline.costs(c)
             out[mode + ('+fast' if fast else '')] = {
@@ -264,7 +270,7 @@ def model_counts(models: Dict[str, nn.Module], batch: int = 64, size: int = 224,
         # models would count layout copies that a GPU does not make
         m = copy.deepcopy(model).to(device='meta', dtype=dtype, memory_format=torch.contiguous_format)
         m.train()
-        train_step_counts(m, x, lambda t: F.cross_entropy(m(t).float(), target))  # the first call packs BNs
+        _pack_buffers(m, x)
         counts = train_step_counts(m, x, lambda t: F.cross_entropy(m(t).float(), target))
         ops[name], saved[name], costs[name] = sum(counts.ops.values()), counts.saved, roofline.costs(counts)
     kernels = {name: int(c.kernels) for name, c in costs.items()}

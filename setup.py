@@ -22,7 +22,7 @@ TOOLBOXES = {
 }
 EXTRAS = dict(TOOLBOXES)
 EXTRAS['all'] = sorted({r for reqs in TOOLBOXES.values() for r in reqs})
-EXTRAS['tests'] = EXTRAS['all'] + ['torchvision', 'pytest', 'pytest-timeout', 'pytest-xdist']
+EXTRAS['tests'] = EXTRAS['all'] + ['torchvision', 'pytest', 'pytest-timeout', 'pytest-xdist', 'filelock']
 
 setup(
     name='mmdyrep',

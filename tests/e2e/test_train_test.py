@@ -11,7 +11,7 @@ def test_train_classifier(cls_run):
     assert log_files(work_dir)
     grown = updates(work_dir)
     assert [r['epoch'] for r in grown] == [1, 2]
-    assert 'accuracy/top1' in output(cls_run['proc'])
+    assert 'accuracy/top1' in cls_run['output']
 
 
 def test_train_detector_one_epoch(tmp_path, coco_env):

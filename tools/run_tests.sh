@@ -9,6 +9,6 @@ bash tools/install.sh
 # machine about 15 % faster than one process, whose torch threads leave a core idle half the time.
 # OpenMP threads wait passively: two workers (and the tools they start) each run a thread per core, and
 # threads that spin while they wait take the cores from those that work (the whole suite 22.0 -> 15.0 min
-# on the 2-core development machine; README, "Tests")
+# on the 2-core development machine; README, "Install and the two commands")
 export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-PASSIVE}"
 exec .venv/bin/python -m pytest tests -n 2 --dist loadfile "$@"

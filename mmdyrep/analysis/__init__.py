@@ -7,8 +7,8 @@
 * what does training cost on the toolboxes' models? :mod:`.training_cost` (paper Tables 2-3 "Cost")
   and :mod:`.overheads` (scoring, updates, deploy);
 * what does it cost on any GPU machine with PyTorch only? :mod:`.benchmark` (torchvision ResNets:
-  time, memory, counts), :mod:`.device_checks` (the core's exactness on a device) and :mod:`.kernels`
-  (one block's kernels, time and host time);
+  time, memory, counts), :mod:`.device_checks` (the core's exactness on a device), :mod:`.kernels`
+  (one block's kernels, time and host time) and :mod:`.one_conv` (issue 12's one-conv merge, to measure);
 * what would a step cost where it was not timed? :mod:`.ops` (ops, bytes, saved bytes, hidden kernels,
   multiply-adds, counted on ``meta``) and :mod:`.roofline` (a step-time model fit to measured ratios);
 * shared: :mod:`.timing` (synchronised timing, the host's share, the machine's description).

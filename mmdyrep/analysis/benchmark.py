@@ -51,6 +51,7 @@ from mmdyrep.core import grow, growable_convs
 from mmdyrep.core.block import set_fast_forward
 from mmdyrep.core.structure import apply_structure
 from . import roofline
+from .one_conv import OneConvBlock
 from .ops import kernel_ops, train_step_counts
 from .timing import issued, machine, num_params
 
@@ -219,6 +220,24 @@ def conv_bn(channels: int, mode: str = 'origin', seed: int = 0) -> nn.Module:
     return model
 
 
+#: the blocks :func:`grown_block` builds: ``<mode>`` per branch, ``<mode>+fast`` (the fast forward) and
+#: ``dyrep+one-conv`` (issue 12's suggested merge, :mod:`.one_conv`), in the order :func:`block_ops` counts them
+BLOCK_VARIANTS = ('origin', 'dyrep', 'dyrep+fast', 'dbb', 'dbb+fast', 'repvgg', 'repvgg+fast', 'dyrep+one-conv')
+
+
+def grown_block(name: str, channels: int, seed: int = 0) -> nn.Module:
+    """:func:`conv_bn` in training mode, grown and run as ``name`` (one of :data:`BLOCK_VARIANTS`) says."""
+    if name not in BLOCK_VARIANTS:
+        raise ValueError(f"unknown block '{name}' (choose from {', '.join(BLOCK_VARIANTS)})")
+    mode, _, how = name.partition('+')
+    model = conv_bn(channels, mode, seed)
+    if mode != 'origin':
+        set_fast_forward(model, how == 'fast')
+    if how == 'one-conv':
+        model[0] = OneConvBlock(model[0])
+    return model.train()
+
+
 def _pack_buffers(model: nn.Module, x: torch.Tensor) -> None:
     """One training forward of ``model``, not counted: the first packs the running statistics of its grouped
     BNs (:func:`~mmdyrep.core.grouped_block.pack_buffers`), which a counted step must not include."""
@@ -232,23 +251,23 @@ def block_ops(channels: int = 64, size: int = 56, batch: int = 64) -> Dict[str, 
     grown from it: every branch type (``dyrep``), DBB's and RepVGG's sets, each per branch and ``+fast``.
     ``kernels`` adds to the ops that may launch one the kernels convolutions launch inside themselves on
     CUDA (``hidden``, by kind), and ``bytes`` their bytes. ``ratio`` (ops), ``kernel_ratio``, ``traffic``
-    (bytes) and ``memory`` (saved) are over the conv + BN's."""
+    (bytes), ``macs_ratio`` (multiply-adds) and ``memory`` (saved) are over the conv + BN's. Also counted:
+    issue 12's suggested merge (``dyrep+one-conv``, :mod:`.one_conv`)."""
     out = {}
     x = torch.randn(batch, channels, size, size, device='meta', requires_grad=True)
-    for mode in ('origin', 'dyrep', 'dbb', 'repvgg'):
-        model = conv_bn(channels, mode).to('meta').train()
-        for fast in ((False, True) if mode != 'origin' else (False, )):
-            set_fast_forward(model, fast)
-            _pack_buffers(model, x)
-            c = train_step_counts(model, x)
-            cost = roofline.costs(c)
-            out[mode + ('+fast' if fast else '')] = {
-                'ops': sum(c.ops.values()), 'kernel_ops': kernel_ops(c.ops), 'by_op': dict(c.ops),
-                'hidden': dict(c.hidden), 'kernels': cost.kernels, 'bytes': cost.bytes, 'saved': c.saved}
+    for name in BLOCK_VARIANTS:
+        model = grown_block(name, channels).to('meta')
+        _pack_buffers(model, x)
+        c = train_step_counts(model, x)
+        cost = roofline.costs(c)
+        out[name] = {'ops': sum(c.ops.values()), 'kernel_ops': kernel_ops(c.ops), 'by_op': dict(c.ops),
+                     'hidden': dict(c.hidden), 'kernels': cost.kernels, 'bytes': cost.bytes, 'macs': cost.macs,
+                     'saved': c.saved}
     base = out['origin']
     for res in out.values():
         res['ratio'], res['traffic'] = res['ops'] / base['ops'], res['bytes'] / base['bytes']
         res['kernel_ratio'], res['memory'] = res['kernels'] / base['kernels'], res['saved'] / base['saved']
+        res['macs_ratio'] = res['macs'] / base['macs']
     return out
 
 
@@ -376,11 +395,12 @@ def table(result: dict) -> List[str]:
                          f'{entry["traffic"].get(mode, float("nan")):5.2f}, bytes saved for the backward '
                          f'{entry.get("memory", {}).get(mode, float("nan")):5.2f}')
     for mode, r in result['block_ops'].items():
-        lines.append(f'3x3 block (C=64) {mode:12} {r["ops"]:3d} ops {r["ratio"]:.2f}x conv + BN; '
+        lines.append(f'3x3 block (C=64) {mode:14} {r["ops"]:3d} ops {r["ratio"]:.2f}x conv + BN; '
                      f'{r["kernels"]:3d} CUDA kernels {r["kernel_ratio"]:.2f}x; bytes moved {r["traffic"]:.2f}x, '
-                     f'saved {r["memory"]:.2f}x')
+                     f'saved {r["memory"]:.2f}x, multiply-adds {r.get("macs_ratio", float("nan")):.2f}x')
     return lines
 
 
-__all__ = ['ARCHS', 'COMPILED', 'MODES', 'TABLE3_CONVS', 'block_ops', 'build', 'conv_bn', 'model_counts', 'models_for',
-           'onednn_guard', 'onednn_off', 'run', 'table', 'time_modes', 'with_compiled']
+__all__ = ['ARCHS', 'BLOCK_VARIANTS', 'COMPILED', 'MODES', 'TABLE3_CONVS', 'block_ops', 'build', 'conv_bn',
+           'grown_block', 'model_counts', 'models_for', 'onednn_guard', 'onednn_off', 'run', 'table', 'time_modes',
+           'with_compiled']

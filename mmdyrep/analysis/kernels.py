@@ -34,26 +34,22 @@ import torch
 from torch import nn
 
 from mmdyrep.core import fast_block
-from mmdyrep.core.block import set_fast_forward
-from .benchmark import PRECISIONS, conv_bn, onednn_off
+from .benchmark import PRECISIONS, grown_block, onednn_off
 from .ops import count_ops
 from .timing import issued, timed
 
-#: the variants, in the order they run (the compiled ones last: the slowest to prepare)
-VARIANTS = ('conv+bn', 'dyrep', 'dyrep+fast', 'dbb', 'dbb+fast', 'repvgg', 'repvgg+fast', 'dyrep+fast+compile',
-            'dbb+fast+compile')
+#: the variants, in the order they run (the compiled ones last: the slowest to prepare); ``dyrep+one-conv`` is
+#: issue 12's suggested merge (:mod:`.one_conv`), there to be timed
+VARIANTS = ('conv+bn', 'dyrep', 'dyrep+fast', 'dbb', 'dbb+fast', 'repvgg', 'repvgg+fast', 'dyrep+one-conv',
+            'dyrep+fast+compile', 'dbb+fast+compile')
 
 
 def build_block(variant: str, channels: int, seed: int = 0) -> nn.Module:
-    """:func:`~.benchmark.conv_bn` grown as ``variant`` says (see :data:`VARIANTS`; ``repvgg``: RepVGG's set),
-    with the fast or the per-branch forward, in training mode."""
+    """:func:`~.benchmark.grown_block` as ``variant`` says (see :data:`VARIANTS`; ``conv+bn``: the plain
+    one; ``+compile``: the block to compile), in training mode."""
     if variant not in VARIANTS:
         raise ValueError(f"unknown variant '{variant}' (choose from {', '.join(VARIANTS)})")
-    kind = variant.split('+')[0]
-    model = conv_bn(channels, 'origin' if kind == 'conv' else kind, seed)
-    if kind != 'conv':
-        set_fast_forward(model, '+fast' in variant)
-    return model.train()
+    return grown_block('origin' if variant == 'conv+bn' else variant.removesuffix('+compile'), channels, seed)
 
 
 def device_kernels(step: Callable[[], None], device_type: str = 'cuda',
@@ -191,7 +187,7 @@ def host_times(variants: Sequence[str] = HOST_VARIANTS, rounds: int = 25, steps:
     """Per variant, the median microseconds of one train step (forward, sum, backward, gradients cleared) of
     the block on a :data:`HOST_INPUT` input requiring a gradient, under :func:`host_settings`: ``rounds``
     rounds that time ``steps`` steps of every variant in turn (after ``warmup`` untimed ones), the same
-    weights for all; ``ratio`` to ``conv+bn``'s and, for a ``+fast`` variant, ``vs_per_branch``."""
+    weights for all; ``ratio`` to ``conv+bn``'s and, for a ``+fast`` or ``+one-conv`` variant, ``vs_per_branch``."""
     unknown = [v for v in variants if v not in HOST_VARIANTS]
     if unknown:
         raise ValueError(f"host_times: unknown variant(s) {', '.join(unknown)} (choose from "
@@ -219,8 +215,8 @@ def host_times(variants: Sequence[str] = HOST_VARIANTS, rounds: int = 25, steps:
     for v, res in out.items():
         if 'conv+bn' in out:
             res['ratio'] = res['us'] / out['conv+bn']['us']
-        reference = out.get(v.replace('+fast', ''))
-        if v.endswith('+fast') and reference:
+        reference = out.get(v.split('+')[0])
+        if '+' in v and reference:
             res['vs_per_branch'] = res['us'] / reference['us']
     return out
 

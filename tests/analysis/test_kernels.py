@@ -35,7 +35,8 @@ def test_cli_writes_json(tmp_path):
                            '--repeats', '1', '--out', str(out)], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     data = json.loads(out.read_text())
-    assert set(data['variants']) == {'conv+bn', 'dyrep', 'dyrep+fast', 'dbb', 'dbb+fast', 'repvgg', 'repvgg+fast'}
+    assert set(data['variants']) == {'conv+bn', 'dyrep', 'dyrep+fast', 'dbb', 'dbb+fast', 'repvgg', 'repvgg+fast',
+                                     'dyrep+one-conv'}
     assert 'block_kernels.py' in data['command'] and 'conv+bn' in proc.stdout
 
 

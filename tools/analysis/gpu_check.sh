@@ -7,7 +7,8 @@
 #                       batch 64 and 256, time, x origin, peak memory, aten ops per step
 #   kernels.json        tools/analysis/block_kernels.py: CUDA kernels, the longest ones, and time of one train
 #                       step of a 3x3 block (C = 64, 64x64x56x56, bf16): conv + BN, dyrep and dbb per branch,
-#                       fast, fast compiled (where DBB's per-branch time goes: docs/benchmarks.md)
+#                       fast, fast compiled (where DBB's per-branch time goes: docs/benchmarks.md), and issue
+#                       12's one-conv merge (dyrep+one-conv: does it beat the fast forward on a GPU?)
 #   cost_nhwc.json      the same with --channels-last, ResNet-50, bf16, batch 64 and 256, origin and +fast
 #   compile_dyrep.json  --compile (inductor), ResNet-18, bf16, batch 64: origin and dyrep+fast, eager and
 #   compile_dbb.json    compiled; the same for dbb+fast (its compile is the slowest: last)

@@ -305,8 +305,9 @@ def _run(part: nn.Module, x: Tensor) -> Tensor:
 #: yes). Not on CPU: there it measured no faster (one 3x3 block, all branches, grouped / per branch at
 #: 64, 128, 256 and 512 channels: 1.14x, 0.88x, 1.05x, 1.01x on 28f35b1, within noise; docs/benchmarks.md).
 #: On a GPU it launches 0.66x the kernels and moves 0.96x the bytes of the per-branch forward, counted
-#: (still to be timed there: tools/analysis/gpu_check.sh), and costs the host about as much time
-#: (RepVGG's set: 1.15-1.21x; ``block_kernels.py --host``).
+#: (still to be timed there: tools/analysis/gpu_check.sh), and costs the host about as much time or more
+#: (``block_kernels.py --host``: DyRep's and DBB's sets 0.93-1.0x on one machine, 1.11-1.16x on another;
+#: RepVGG's set 1.15-1.21x, 1.34-1.37x).
 GROUP_BNS = {'cpu': False}
 
 

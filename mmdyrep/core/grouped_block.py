@@ -36,12 +36,13 @@ by its multiply-adds. :func:`grouped_forward` computes the same function with fe
   3 more ops). The activation memory of a train step is what a GPU's peak memory follows
   (docs/benchmarks.md).
 
-What it hardly saves is the host's time: its forward and backward are Python around the ops, where the
+What it does not save is the host's time: its forward and backward are Python around the ops, where the
 per-branch backward runs in autograd's C++ engine, and each of its ops costs the host 1.5-1.8x as much.
 Measured on CPU with tiny inputs (``tools/analysis/block_kernels.py --host``): 0.93-1.0x the per-branch
-step for DyRep's and DBB's sets. A block with nothing to group (RepVGG's set: no first stage) runs
-:func:`_forward` under autograd's own backward instead (the same kernels and bytes; 1.15-1.21x the
-per-branch step on the host, against 1.43x with the Function). The blocks with a first stage keep the
+step for DyRep's and DBB's sets on one machine, 1.11-1.16x on another (docs/benchmarks.md). A block with
+nothing to group (RepVGG's set: no first stage) runs :func:`_forward` under autograd's own backward
+instead (the same kernels and bytes; 1.15-1.21x the per-branch step on the host on the first machine,
+against 1.43x with the Function; 1.34-1.37x on the second). The blocks with a first stage keep the
 Function: under autograd's own backward they would keep twice the activations.
 
 Same outputs, gradients and running statistics as the per-branch forward up to float rounding

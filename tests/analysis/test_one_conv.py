@@ -79,12 +79,15 @@ def test_bns_in_eval_mode_are_refused():
         check_block(block)
 
 
-def test_counted_it_issues_more_than_the_fast_forward_and_pads_its_multiply_adds():
-    """At C = 16, 2 x 8 x 8 (the default block, C = 64 at 64 x 56 x 56, measured 77 ops and 7.0x the
-    multiply-adds of a conv + BN against the fast forward's 53 and 3.1x: docs/benchmarks.md)."""
+def test_counted_it_misses_the_op_target_too_and_pads_its_multiply_adds():
+    """At C = 16, 2 x 8 x 8 (the default block, C = 64 at 64 x 56 x 56, measured 55 ops (6.9x), 7.0x the
+    multiply-adds and 11.0x the saved bytes of a conv + BN, against the fast forward's 53, 3.1x and 5.0x:
+    docs/benchmarks.md)."""
     ops = benchmark.block_ops(channels=16, size=8, batch=2)
-    one, fast, per_branch = ops['dyrep+one-conv'], ops['dyrep+fast'], ops['dyrep']
-    assert one['ops'] > fast['ops'] and one['ops'] < per_branch['ops']
+    one, fast = ops['dyrep+one-conv'], ops['dyrep+fast']
+    assert one['ratio'] > 4  # issue 12's target for a fully grown block: <= 4x a conv + BN's ops
+    assert one['kernels'] < ops['dyrep']['kernels']
     # one 3x3 conv with 6x the output channels, and the 1x1-KxK's second 3x3: 7x the conv's, forward and backward
     assert one['macs_ratio'] == pytest.approx(7.0, rel=0.01)
     assert fast['macs_ratio'] < 0.5 * one['macs_ratio']
+    assert one['memory'] > 1.5 * fast['memory']  # nothing recomputed in the backward

@@ -13,8 +13,9 @@ import argparse
 import os.path as osp
 
 from mmdyrep.cli import preflight  # first: mmdyrep.cli hides a library notice before mmengine is imported
-from mmdyrep.cli.runner_setup import (add_debug, add_local_rank, build_runner, check_launcher, default_work_dir,
-                                     engine_error, fail, import_engine, load_config, run_main, set_local_rank_env)
+from mmdyrep.cli.runner_setup import (add_debug, add_local_rank, build_runner, check_launcher, close_distributed,
+                                     default_work_dir, engine_error, fail, import_engine, load_config, run_main,
+                                     set_local_rank_env)
 from mmengine.config import DictAction
 from mmengine.logging import print_log
 
@@ -94,7 +95,9 @@ def main(argv=None):
     runner = build_runner(cfg, scope, args.launcher)
     if args.out is not None:
         runner.test_evaluator.metrics.append(dump_metric(scope, args.out))
-    return runner.test()
+    metrics = runner.test()
+    close_distributed()
+    return metrics
 
 
 if __name__ == '__main__':

@@ -15,8 +15,9 @@ that accepts CPU modules.
 import argparse
 
 from mmdyrep.cli import preflight  # first: mmdyrep.cli hides a library notice before mmengine is imported
-from mmdyrep.cli.runner_setup import (add_debug, add_local_rank, build_runner, check_launcher, default_work_dir,
-                                     fail, load_config, require_engine, run_main, set_local_rank_env)
+from mmdyrep.cli.runner_setup import (add_debug, add_local_rank, build_runner, check_launcher, close_distributed,
+                                     default_work_dir, fail, load_config, require_engine, run_main,
+                                     set_local_rank_env)
 from mmengine.config import DictAction
 
 
@@ -81,6 +82,7 @@ def main(argv=None):
 
     runner = build_runner(cfg, scope, args.launcher)
     runner.train()
+    close_distributed()
 
 
 if __name__ == '__main__':

@@ -48,3 +48,19 @@ def test_dist_train_killed_and_resumed_continues_exactly(dist_run, tmp_path, ima
     proc = run_tool([TOOLS / 'dist_train.sh', TINY_CLS, 2, '--work-dir', work, '--resume'], env=dist_env(imagenet_env))
     assert 'resumed' in output(proc).lower()
     assert_same_run(dist_run['work_dir'], work, 'epoch_3.pth')
+
+
+def test_close_distributed_destroys_the_group_once_the_run_is_done():
+    """What tools/train.py and test.py call after the Runner: the default group is gone (a gloo worker may
+    free its last collective's tensors during the pause after; see runner_setup.close_distributed); without
+    a group it does nothing."""
+    import torch
+    import torch.distributed as dist
+
+    from mmdyrep.cli.runner_setup import close_distributed
+    close_distributed()
+    assert not dist.is_initialized()
+    dist.init_process_group('gloo', store=dist.HashStore(), rank=0, world_size=1)
+    dist.broadcast(torch.ones(3), 0)
+    close_distributed(settle_s=0.01)
+    assert not dist.is_initialized()

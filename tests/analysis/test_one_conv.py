@@ -9,6 +9,7 @@ from torch import nn
 from mmdyrep.analysis import benchmark
 from mmdyrep.analysis.one_conv import OneConvBlock, check_block
 from mmdyrep.core import grow
+from mmdyrep.core.transforms import relative_error
 from mmdyrep.core.block import set_fast_forward
 
 
@@ -31,10 +32,6 @@ def _grown(dilation: int = 1, stride: int = 1, branches=None, channels: int = 6,
     return model[0]
 
 
-def _relative(a: torch.Tensor, b: torch.Tensor) -> float:
-    return ((a - b).abs().max() / b.abs().max().clamp_min(1e-30)).item()
-
-
 @pytest.mark.parametrize('dtype,bound', [(torch.float64, 1e-12), (torch.float32, 1e-5)])
 @pytest.mark.parametrize('dilation', [1, 2])
 def test_same_function_gradients_and_statistics_as_per_branch(dtype, bound, dilation):
@@ -44,14 +41,14 @@ def test_same_function_gradients_and_statistics_as_per_branch(dtype, bound, dila
     grad = torch.randn(3, 6, 9, 11, dtype=dtype)
     for step in range(2):  # the second step pads with statistics the first one updated
         ref, out = block(x), merged(x)
-        assert _relative(out, ref) < bound, step
+        assert relative_error(out, ref) < bound, step
         ref_grads = torch.autograd.grad(ref, [x, *block.parameters()], grad)
         grads = torch.autograd.grad(out, [x, *merged.block.parameters()], grad)
         names = ['input'] + [n for n, _ in block.named_parameters()]
         for name, got, want in zip(names, grads, ref_grads):
-            assert _relative(got, want) < bound, (step, name)
+            assert relative_error(got, want) < bound, (step, name)
         for (name, want), got in zip(block.named_buffers(), merged.block.buffers()):
-            assert _relative(got.double(), want.double()) < bound, (step, name)
+            assert relative_error(got, want) < bound, (step, name)
     assert merged.block.branches['1xk'].norm.num_batches_tracked.item() == 2
 
 
@@ -59,7 +56,7 @@ def test_eval_mode_runs_the_blocks_own_forward():
     block = _grown()
     merged = OneConvBlock(copy.deepcopy(block)).eval()
     x = torch.randn(2, 6, 8, 8, dtype=torch.float64)
-    assert _relative(merged(x), block.eval()(x)) < 1e-12
+    assert relative_error(merged(x), block.eval()(x)) < 1e-12
 
 
 @pytest.mark.parametrize('kwargs,said', [
